@@ -1,0 +1,287 @@
+"""AiKore settings: everything a user can change comes from the environment (see DESIGN.md).
+
+The small helpers below fail loudly on bad values, so a typo in AIKORE_PORT stops the start with a
+clear message instead of a half-working stack.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name}={value} is outside {minimum}..{maximum}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_port_range(name: str, default: str) -> tuple[int, int] | None:
+    raw = os.environ.get(name, default).strip()
+    if raw == "":
+        return None
+    match = re.fullmatch(r"(\d{1,5})\s*-\s*(\d{1,5})", raw)
+    if not match:
+        raise ImproperlyConfigured(f"{name} must look like 19001-19999, got {raw!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not (1024 <= low <= high <= 65535):
+        raise ImproperlyConfigured(f"{name}={raw!r}: need 1024 <= low <= high <= 65535")
+    return low, high
+
+
+def _secret_from_file(path: Path, nbytes: int = 48) -> str:
+    """Read a generated secret, creating it once with mode 0600 (atomic create, no race)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(nbytes)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+# --- AiKore's own settings -------------------------------------------------------------------
+
+AIKORE_DATA_DIR = Path(env_str("AIKORE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+# The data dir reaches supervisord and nginx config files: refuse characters that would need
+# quoting there rather than trying to quote them in three different syntaxes.
+if not re.fullmatch(r"[A-Za-z0-9_./-]+", str(AIKORE_DATA_DIR)):
+    raise ImproperlyConfigured(
+        f"AIKORE_DATA_DIR={str(AIKORE_DATA_DIR)!r} may only contain letters, digits, '_', '.', '/', '-'"
+    )
+AIKORE_PORT = env_int("AIKORE_PORT", 9000, 1, 65535)
+AIKORE_BIND = env_str("AIKORE_BIND", "127.0.0.1")
+if not re.fullmatch(r"[0-9A-Fa-f.:\[\]]+|localhost|\*", AIKORE_BIND):
+    raise ImproperlyConfigured(f"AIKORE_BIND must be an IP address, got {AIKORE_BIND!r}")
+AIKORE_INSTANCE_PORT_RANGE = env_port_range("AIKORE_INSTANCE_PORT_RANGE", "19001-19999")
+if AIKORE_INSTANCE_PORT_RANGE is None:
+    raise ImproperlyConfigured("AIKORE_INSTANCE_PORT_RANGE must not be empty")
+AIKORE_PUBLIC_PORT_RANGE = env_port_range("AIKORE_PUBLIC_PORT_RANGE", "")
+AIKORE_ADMIN_USER = env_str("AIKORE_ADMIN_USER", "admin")
+AIKORE_REDIS_URL = env_str("AIKORE_REDIS_URL", "")
+
+# Lifecycle tuning. Defaults fit real WebUIs; tests shorten them.
+AIKORE_STOP_TIMEOUT = env_int("AIKORE_STOP_TIMEOUT", 10, 1, 3600)
+AIKORE_READY_TIMEOUT = env_int("AIKORE_READY_TIMEOUT", 1800, 1, 86400)
+AIKORE_RESTART_LIMIT = env_int("AIKORE_RESTART_LIMIT", 5, 0, 1000)
+AIKORE_RESTART_BACKOFF = env_float("AIKORE_RESTART_BACKOFF", 1.0, 0.1)
+AIKORE_RESTART_BACKOFF_MAX = env_float("AIKORE_RESTART_BACKOFF_MAX", 60.0, 0.1)
+AIKORE_STABLE_SECONDS = env_float("AIKORE_STABLE_SECONDS", 60.0, 0.1)
+AIKORE_LOG_MAX_BYTES = env_int("AIKORE_LOG_MAX_BYTES", 10 * 1024 * 1024, 1024)
+AIKORE_LOG_BACKUPS = env_int("AIKORE_LOG_BACKUPS", 3, 0, 100)
+AIKORE_SAMPLE_INTERVAL = env_float("AIKORE_SAMPLE_INTERVAL", 1.0, 0.05)
+AIKORE_HISTORY_SECONDS = env_int("AIKORE_HISTORY_SECONDS", 900, 60, 86400)
+
+STOCK_BLUEPRINTS_DIR = BASE_DIR / "blueprints"
+CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"
+INSTANCES_DIR = AIKORE_DATA_DIR / "instances"
+OUTPUTS_DIR = AIKORE_DATA_DIR / "outputs"
+MODELS_DIR = AIKORE_DATA_DIR / "models"
+TRASH_DIR = AIKORE_DATA_DIR / "trash"
+RUN_DIR = AIKORE_DATA_DIR / "run"
+LOGS_DIR = AIKORE_DATA_DIR / "logs"
+SUPERVISOR_SOCKET = RUN_DIR / "supervisor.sock"
+SUPERVISOR_INSTANCE_CONF_DIR = AIKORE_DATA_DIR / "supervisor" / "instances"
+DAPHNE_SOCKET = RUN_DIR / "daphne.sock"
+EVENTS_SOCKET = RUN_DIR / "events.sock"
+NGINX_DIR = AIKORE_DATA_DIR / "nginx"
+
+for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
+             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
+    _dir.mkdir(parents=True, exist_ok=True)
+
+# --- Django ----------------------------------------------------------------------------------
+
+SECRET_KEY = os.environ.get("AIKORE_SECRET_KEY") or _secret_from_file(AIKORE_DATA_DIR / "secret_key")
+DEBUG = env_bool("AIKORE_DEBUG", False)
+ALLOWED_HOSTS = ["*"]  # AiKore sits behind its own nginx; Host checks add nothing for one port.
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "huey.contrib.djhuey",
+    "instances",
+    "monitoring",
+    "proxy",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aikore_site.urls"
+ASGI_APPLICATION = "aikore_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=600)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": AIKORE_DATA_DIR / "aikore.db",
+            # WAL lets the web, the worker and the watcher read while one of them writes;
+            # IMMEDIATE transactions take the write lock up front so racing writers queue on
+            # busy_timeout instead of failing with "database is locked" mid-transaction.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(AIKORE_DATA_DIR / "aikore.db")},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = AIKORE_DATA_DIR / "static"
+STATICFILES_DIRS = [d for d in (BASE_DIR / "static", BASE_DIR / "node_modules") if d.exists()]
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+SESSION_COOKIE_NAME = "aikore_session"
+CSRF_COOKIE_NAME = "aikore_csrftoken"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "SAMEORIGIN"
+
+# --- Huey: jobs ------------------------------------------------------------------------------
+
+if AIKORE_REDIS_URL:
+    HUEY = {
+        "huey_class": "huey.RedisHuey",
+        "name": "aikore",
+        "url": AIKORE_REDIS_URL,
+        "immediate": False,
+        "consumer": {"workers": 8, "worker_type": "thread"},
+    }
+else:
+    HUEY = {
+        "huey_class": "huey.SqliteHuey",
+        "name": "aikore",
+        "filename": str(AIKORE_DATA_DIR / "huey.db"),
+        "immediate": False,
+        # SqliteHuey polls: a short initial delay and a low cap keep job pickup in the tens of
+        # milliseconds (DESIGN: default max_delay 10 s made a lone job wait 9.5 s).
+        "consumer": {
+            "workers": 8,
+            "worker_type": "thread",
+            "initial_delay": 0.01,
+            "backoff": 1.15,
+            "max_delay": 0.1,
+            "check_worker_health": True,
+        },
+    }
+
+# --- Channels --------------------------------------------------------------------------------
+
+if AIKORE_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [AIKORE_REDIS_URL]},
+        }
+    }
+else:
+    # One daphne process: the in-memory layer serves its consumers; the worker and the watcher
+    # reach it through aikore_site.events (a unix datagram socket bridge).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "huey": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from instances.models import Instance, InstanceStatus
+
+STATUS_COLOURS = {
+    InstanceStatus.RUNNING: "#1a7f37",
+    InstanceStatus.STARTING: "#9a6700",
+    InstanceStatus.INSTALLING: "#9a6700",
+    InstanceStatus.STOPPING: "#9a6700",
+    InstanceStatus.FAILED: "#cf222e",
+    InstanceStatus.STOPPED: "#57606a",
+}
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ("name", "status_badge", "base_blueprint", "gpus", "port", "pid", "autostart",
+                    "persistent_mode", "updated_at")
+    list_filter = ("status", "base_blueprint", "autostart", "persistent_mode")
+    search_fields = ("name", "slug", "base_blueprint", "launch_args")
+    readonly_fields = ("slug", "status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
+                       "stopped_at", "exit_code", "error_message", "restart_count", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "base_blueprint", "gpu_ids", "port", "autostart", "persistent_mode",
+                           "launch_args", "output_path")}),
+        ("Observed state", {"fields": ("status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
+                                       "stopped_at", "exit_code", "error_message", "restart_count")}),
+        ("Times", {"fields": ("created_at", "updated_at")}),
+    )
+    actions = ("start_selected", "stop_selected", "restart_selected")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Creation needs the blueprint copy and validation of create_instance(): use the dashboard,
+        # the API or the CLI.
+        return False
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Instance) -> str:
+        return format_html('<b style="color:{}">{}</b>', STATUS_COLOURS.get(obj.status, "#57606a"), obj.status)
+
+    @admin.display(description="GPUs", ordering="gpu_ids")
+    def gpus(self, obj: Instance) -> str:
+        return obj.gpu_ids or "all"
+
+    def _run(self, request: HttpRequest, queryset: QuerySet[Instance], action: str) -> None:
+        for instance in queryset:
+            getattr(instance, action)()
+        self.message_user(request, f"{action.capitalize()} queued for {queryset.count()} instance(s).",
+                          messages.SUCCESS)
+
+    @admin.action(description="Start selected instances")
+    def start_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        self._run(request, queryset, "start")
+
+    @admin.action(description="Stop selected instances")
+    def stop_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        self._run(request, queryset, "stop")
+
+    @admin.action(description="Restart selected instances")
+    def restart_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        self._run(request, queryset, "restart")

@@ -1,0 +1,35 @@
+"""Run an instance's launch.sh with the environment AiKore computed for it.
+
+supervisord starts ``python launcher.py <instance dir>``; this reads ``env.json`` from that
+directory (written atomically by the start job), builds the child environment and replaces itself
+with ``bash launch.sh`` (same PID, so supervisord's process is the blueprint). User-typed values
+therefore never pass through a config file or a shell line. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# AiKore's own secrets and settings stay out of the WebUI's environment.
+SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKORE_REDIS_URL",
+            "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
+            "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        sys.exit("usage: launcher.py <instance dir>")
+    directory = argv[1]
+    with open(os.path.join(directory, "env.json"), encoding="utf-8") as fh:
+        spec = json.load(fh)
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update({str(k): str(v) for k, v in spec["env"].items()})
+    os.chdir(directory)
+    os.execvpe("bash", ["bash", os.path.join(directory, "launch.sh")], env)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,397 @@
+"""The work behind Instance.start()/stop()/restart(), run by Huey jobs (instances/tasks.py) and by
+the supervisord event listener. Kept apart from the model so the model stays a description of
+state and this module the one place that changes processes.
+
+Concurrency rules:
+- a per-instance file lock serialises the short "change processes" sections of start and stop;
+- the readiness wait runs outside the lock and gives up as soon as the instance's generation moves
+  on (a stop or a new start), so a stop never waits for a slow app to become ready;
+- status writes that depend on a process are conditional on its pid, so a late writer cannot
+  resurrect a process the event listener already saw die.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from instances import supervisor
+from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus, atomic_write
+from instances.ports import NoFreePort, allocate_port, port_is_bindable
+
+log = logging.getLogger(__name__)
+
+READY_POLL_SECONDS = 0.02
+
+
+@contextlib.contextmanager
+def instance_lock(pk: int) -> Iterator[None]:
+    path = Path(settings.RUN_DIR) / f"instance-{pk}.lock"
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _get(pk: int) -> Instance | None:
+    return Instance.objects.filter(pk=pk).first()
+
+
+def _alive(pid: int | None, create_time: float | None = None) -> bool:
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def write_env_file(instance: Instance) -> None:
+    atomic_write(instance.directory / "env.json", json.dumps({"env": instance.environment()}, indent=1), 0o600)
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def launch(pk: int, generation: int | None = None) -> None:
+    """Start the instance if it should run and is not running; then wait for readiness."""
+    with instance_lock(pk):
+        instance = _get(pk)
+        if instance is None or not instance.want_running:
+            return
+        if generation is not None and instance.generation != generation:
+            return  # a user action superseded this (delayed) start
+        info = supervisor.process_info(pk)
+        if info and info["statename"] in supervisor.ALIVE_STATES:
+            # Already running: a harmless no-op, never a second process.
+            if instance.pid != info["pid"]:
+                instance.set_status(instance.status, pid=info["pid"], pid_create_time=_create_time(info["pid"]))
+            if instance.status == InstanceStatus.RUNNING:
+                return
+            pid = info["pid"]
+        else:
+            pid = _spawn(instance)
+            if pid is None:
+                return
+        generation = instance.generation
+    _wait_ready(pk, pid, generation)
+
+
+def _spawn(instance: Instance) -> int | None:
+    """Prepare files and start the supervisord group. Returns the pid, or None on failure."""
+    instance.set_status(InstanceStatus.STARTING, error_message="", exit_code=None)
+    try:
+        allocate_port(instance)
+    except NoFreePort as exc:
+        _fail(instance, str(exc))
+        return None
+    if not port_is_bindable(instance.port):
+        _fail(instance, f"Port {instance.port} is in use by another program; pick another port.")
+        return None
+    bp = instance.blueprint()
+    if not instance.script_path.exists():
+        if bp is None:
+            _fail(instance, f"launch.sh is missing and blueprint {instance.base_blueprint!r} is gone.")
+            return None
+        instance.prepare_directory(bp)
+    instance.output_dir.mkdir(parents=True, exist_ok=True)
+    write_env_file(instance)
+    try:
+        supervisor.ensure_group(instance)
+        info = supervisor.start_webui(instance.pk)
+    except (supervisor.SupervisorError, OSError) as exc:
+        _fail(instance, f"Could not start: {exc}")
+        return None
+    pid = info.get("pid") or None
+    if not pid:
+        # Exited before we could even look (e.g. bash not found): the listener reports why.
+        return None
+    Instance.objects.filter(pk=instance.pk).update(
+        pid=pid, pid_create_time=_create_time(pid), started_at=timezone.now()
+    )
+    instance.refresh_from_db()
+    instance.publish()
+    return pid
+
+
+def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None:
+    log.warning("instance %s failed: %s", instance.slug, reason)
+    instance.append_log(f"failed: {reason}")
+    Instance.objects.filter(pk=instance.pk).update(want_running=False)
+    instance.set_status(InstanceStatus.FAILED, error_message=reason, exit_code=exit_code, pid=None)
+
+
+def check_ready(kind: str, path: str, port: int) -> bool:
+    if kind == "none":
+        return True
+    try:
+        if kind == "http":
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                conn.request("GET", path or "/", headers={"User-Agent": "AiKore-readiness"})
+                return conn.getresponse().status < 500
+            finally:
+                conn.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _wait_ready(pk: int, pid: int, generation: int) -> None:
+    instance = _get(pk)
+    if instance is None:
+        return
+    bp = instance.blueprint()
+    kind, path = (bp.ready, bp.ready_path) if bp else ("tcp", "")
+    timeout = (bp.ready_timeout if bp and bp.ready_timeout else None) or settings.AIKORE_READY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    create_time = _create_time(pid)
+    last_db_check = 0.0
+    while True:
+        if check_ready(kind, path, instance.port):
+            updated = Instance.objects.filter(
+                pk=pk, pid=pid, generation=generation, status__in=[InstanceStatus.STARTING, InstanceStatus.INSTALLING]
+            ).update(status=InstanceStatus.RUNNING, status_changed_at=timezone.now(), updated_at=timezone.now())
+            if updated:
+                instance.refresh_from_db()
+                instance.publish()
+            return
+        if not _alive(pid, create_time):
+            return  # it died: the event listener records why and decides about a restart
+        now = time.monotonic()
+        if now - last_db_check > 0.5:
+            last_db_check = now
+            if not Instance.objects.filter(pk=pk, generation=generation, want_running=True).exists():
+                return  # stopped or restarted meanwhile
+        if now > deadline:
+            with instance_lock(pk):
+                instance.refresh_from_db()
+                if instance.generation != generation:
+                    return
+                _stop_processes(instance)
+                _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
+            return
+        time.sleep(READY_POLL_SECONDS)
+
+
+def await_ready(pk: int) -> None:
+    """Resume a readiness wait after the worker restarted mid-start."""
+    instance = _get(pk)
+    if instance and instance.pid and instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
+        _wait_ready(pk, instance.pid, instance.generation)
+
+
+# --- stop -------------------------------------------------------------------------------------
+
+
+def _process_tree(pid: int | None) -> list[psutil.Process]:
+    if not pid:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def sweep(processes: list[psutil.Process], grace: float = 2.0) -> int:
+    """Terminate whatever survived supervisord's group kill (children that called setsid left the
+    process group). psutil.Process checks create_time, so a recycled PID is never signalled."""
+    alive = [p for p in processes if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(alive, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(alive)
+
+
+def _stop_processes(instance: Instance) -> None:
+    info = supervisor.process_info(instance.pk)
+    pid = info["pid"] if info and info.get("pid") else instance.pid
+    tree = _process_tree(pid)
+    supervisor.stop_group(instance.pk)
+    sweep(tree)
+
+
+def halt(instance: Instance, final: bool = False) -> None:
+    """Stop the instance's processes (SIGTERM to the group, SIGKILL after the timeout, then a
+    sweep of escaped descendants). final=True also removes the supervisord group (delete)."""
+    with instance_lock(instance.pk):
+        instance.refresh_from_db()
+        Instance.objects.filter(pk=instance.pk).update(want_running=False)
+        info = supervisor.process_info(instance.pk) if supervisor.is_available() else None
+        running = bool(info and info["statename"] in supervisor.ALIVE_STATES) or _alive(
+            instance.pid, instance.pid_create_time
+        )
+        if running:
+            instance.set_status(InstanceStatus.STOPPING)
+            instance.append_log("stopping")
+            _stop_processes(instance)
+        if final:
+            with contextlib.suppress(supervisor.SupervisorError):
+                supervisor.remove_group(instance.pk)
+            return
+        if running or instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+
+
+def halt_by_id(pk: int) -> None:
+    instance = _get(pk)
+    if instance is not None:
+        halt(instance)
+
+
+def restart(pk: int) -> None:
+    instance = _get(pk)
+    if instance is None:
+        return
+    generation = instance.generation
+    halt(instance)
+    Instance.objects.filter(pk=pk, generation=generation).update(want_running=True, restart_count=0)
+    launch(pk, generation)
+
+
+# --- crashes (called by the supervisord event listener) ---------------------------------------
+
+
+def backoff_delay(attempt: int) -> float:
+    """PM2-style exponential backoff: base * 2^(attempt-1), capped."""
+    return min(settings.AIKORE_RESTART_BACKOFF * (2 ** max(0, attempt - 1)), settings.AIKORE_RESTART_BACKOFF_MAX)
+
+
+def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
+    """The instance's main process ended without us stopping it."""
+    from instances import tasks
+
+    with instance_lock(pk):
+        instance = _get(pk)
+        if instance is None:
+            return
+        if pid and instance.pid and pid != instance.pid:
+            return  # an older process's exit; the current one is fine
+        if not instance.want_running:
+            if instance.status != InstanceStatus.STOPPED and instance.status != InstanceStatus.FAILED:
+                instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=exit_code,
+                                    stopped_at=timezone.now())
+            return
+        tail = instance.log_tail(2000)
+        if exit_code == 0 and not fatal:
+            instance.append_log("exited with code 0 (finished)")
+            Instance.objects.filter(pk=pk).update(want_running=False)
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
+                                stopped_at=timezone.now(), error_message="")
+            return
+        ran_for = (timezone.now() - instance.started_at).total_seconds() if instance.started_at else 0.0
+        count = 0 if ran_for >= settings.AIKORE_STABLE_SECONDS else instance.restart_count
+        if count >= settings.AIKORE_RESTART_LIMIT:
+            reason = f"Crashed {count + 1} times in a row; last exit code {exit_code}. Last output:\n{tail[-1500:]}"
+            instance.append_log(f"exit code {exit_code}; restart budget ({settings.AIKORE_RESTART_LIMIT}) spent")
+            Instance.objects.filter(pk=pk).update(want_running=False, restart_count=count)
+            instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
+                                error_message=reason, stopped_at=timezone.now())
+            return
+        attempt = count + 1
+        delay = backoff_delay(attempt)
+        message = (f"Exited with code {exit_code}; restarting in {delay:g} s "
+                   f"(attempt {attempt}/{settings.AIKORE_RESTART_LIMIT}).")
+        instance.append_log(message)
+        instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
+                            error_message=message, restart_count=attempt)
+        tasks.crash_restart.schedule(args=(pk, instance.generation), delay=delay)
+
+
+def process_started(pk: int, pid: int) -> None:
+    instance = _get(pk)
+    if instance and instance.pid != pid:
+        instance.set_status(instance.status, pid=pid, pid_create_time=_create_time(pid))
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+
+def reconcile() -> list[str]:
+    """Make status/pid true again from supervisord's state after any crash of web or worker.
+    Running processes are adopted, never restarted; dead ones are marked stopped."""
+    from instances import tasks
+
+    changes: list[str] = []
+    try:
+        infos = supervisor.all_process_info()
+    except supervisor.SupervisorError as exc:
+        log.warning("reconcile skipped: %s", exc)
+        return changes
+    for instance in Instance.objects.all():
+        info = infos.get(supervisor.webui_process(instance.pk))
+        alive = bool(info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING) and info["pid"])
+        if alive:
+            pid = info["pid"]
+            fields: dict = {}
+            if instance.pid != pid or not _alive(pid, instance.pid_create_time):
+                fields.update(pid=pid, pid_create_time=_create_time(pid))
+            if not instance.want_running:
+                Instance.objects.filter(pk=instance.pk).update(want_running=True)
+            if instance.status not in ACTIVE_STATUSES:
+                instance.set_status(InstanceStatus.STARTING, **fields)
+                changes.append(f"{instance.slug}: adopted running pid {pid}")
+            elif fields:
+                instance.set_status(instance.status, **fields)
+                changes.append(f"{instance.slug}: pid corrected to {pid}")
+            if instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
+                tasks.await_ready_task(instance.pk)
+        elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING) and not (
+            instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid
+        ):
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+            Instance.objects.filter(pk=instance.pk).update(want_running=False)
+            changes.append(f"{instance.slug}: not running, marked stopped")
+    return changes
+
+
+def autostart_all() -> list[str]:
+    started = []
+    for instance in Instance.objects.filter(autostart=True):
+        info = supervisor.process_info(instance.pk)
+        if not (info and info["statename"] in supervisor.ALIVE_STATES):
+            instance.start()
+            started.append(instance.slug)
+    return started
+
+
+def bump_generation(pk: int) -> None:
+    Instance.objects.filter(pk=pk).update(generation=F("generation") + 1)
+
+
+def tree_pids(pid: int | None) -> list[int]:
+    return [p.pid for p in _process_tree(pid)]
+

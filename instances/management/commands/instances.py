@@ -1,0 +1,183 @@
+"""`python manage.py instances ...`: the command-line face of the same operations the API, the
+admin and the dashboard use."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from instances import lifecycle
+from instances.models import Instance, InstanceStatus
+from instances.serializers import instance_summary
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+class Command(BaseCommand):
+    help = "Manage AiKore instances: list, create, start, stop, restart, delete, logs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        p = sub.add_parser("list", help="List instances.")
+        p.add_argument("--json", action="store_true", help="Print a JSON array.")
+
+        p = sub.add_parser("create", help="Create an instance from a blueprint.")
+        p.add_argument("--name", required=True)
+        p.add_argument("--blueprint", required=True, help="Blueprint file name without .sh")
+        p.add_argument("--gpus", default="", help='GPU ids, e.g. "0,1" (empty: all)')
+        p.add_argument("--autostart", action="store_true")
+        p.add_argument("--port", type=int, default=None)
+        p.add_argument("--launch-args", default="")
+        p.add_argument("--output-path", default="")
+
+        for action in ("start", "stop", "restart"):
+            p = sub.add_parser(action, help=f"{action.capitalize()} an instance (queues the job).")
+            p.add_argument("name")
+            p.add_argument("--wait", action="store_true", help="Wait until the job has settled.")
+            p.add_argument("--timeout", type=float, default=120.0)
+
+        p = sub.add_parser("delete", help="Stop and delete an instance.")
+        p.add_argument("name")
+        p.add_argument("--keep-files", action="store_true", help="Move its directory to trash/.")
+
+        p = sub.add_parser("logs", help="Print an instance's log.")
+        p.add_argument("name")
+        p.add_argument("--follow", "-f", action="store_true")
+        p.add_argument("--lines", "-n", type=int, default=200)
+
+        sub.add_parser("reconcile", help="Make the database agree with supervisord now.")
+        sub.add_parser("boot", help="Reconcile and start autostart instances (run at AiKore start).")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        getattr(self, f"do_{opts['action']}")(opts)
+
+    def get(self, name: str) -> Instance:
+        instance = Instance.objects.filter(name=name).first() or Instance.objects.filter(slug=name).first()
+        if instance is None:
+            raise CommandError(f"No instance named {name!r}. Try: manage.py instances list")
+        return instance
+
+    def do_list(self, opts: dict) -> None:
+        rows = [instance_summary(i) for i in Instance.objects.all()]
+        if opts["json"]:
+            self.stdout.write(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            self.stdout.write("No instances. Create one with: manage.py instances create --name N --blueprint B")
+            return
+        fmt = "{:<4} {:<24} {:<18} {:<10} {:>7} {:>6} {:<6} {}"
+        self.stdout.write(fmt.format("ID", "NAME", "BLUEPRINT", "STATUS", "PID", "PORT", "GPUS", "AUTOSTART"))
+        for r in rows:
+            self.stdout.write(fmt.format(r["id"], r["name"][:24], r["base_blueprint"][:18], r["status"],
+                                         r["pid"] or "-", r["port"] or "-", r["gpu_ids"] or "all",
+                                         "yes" if r["autostart"] else "no"))
+
+    def do_create(self, opts: dict) -> None:
+        try:
+            instance = Instance.objects.create_instance(
+                name=opts["name"], blueprint=opts["blueprint"], gpu_ids=opts["gpus"], autostart=opts["autostart"],
+                port=opts["port"], launch_args=opts["launch_args"], output_path=opts["output_path"],
+            )
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from None
+        self.stdout.write(self.style.SUCCESS(f"Created instance {instance.name!r} (id {instance.pk}, slug {instance.slug})."))
+
+    def _act(self, opts: dict, action: str) -> None:
+        instance = self.get(opts["name"])
+        job = getattr(instance, action)()
+        self.stdout.write(self.style.SUCCESS(f"{action} queued for {instance.name!r} (job {job})."))
+        if opts["wait"]:
+            settled = {"start": (InstanceStatus.RUNNING, InstanceStatus.FAILED),
+                       "restart": (InstanceStatus.RUNNING, InstanceStatus.FAILED),
+                       "stop": (InstanceStatus.STOPPED, InstanceStatus.FAILED)}[action]
+            deadline = time.monotonic() + opts["timeout"]
+            time.sleep(0.05)
+            while time.monotonic() < deadline:
+                instance.refresh_from_db()
+                if instance.status in settled:
+                    break
+                time.sleep(0.05)
+            style = self.style.SUCCESS if instance.status != InstanceStatus.FAILED else self.style.ERROR
+            self.stdout.write(style(f"{instance.name}: {instance.status}"
+                                    + (f" ({instance.error_message})" if instance.error_message else "")))
+            if instance.status not in settled:
+                raise CommandError(f"Timed out after {opts['timeout']} s waiting for {action}.")
+
+    def do_start(self, opts: dict) -> None:
+        self._act(opts, "start")
+
+    def do_stop(self, opts: dict) -> None:
+        self._act(opts, "stop")
+
+    def do_restart(self, opts: dict) -> None:
+        self._act(opts, "restart")
+
+    def do_delete(self, opts: dict) -> None:
+        instance = self.get(opts["name"])
+        name = instance.name
+        instance.delete_everything(keep_files=opts["keep_files"])
+        self.stdout.write(self.style.SUCCESS(f"Deleted instance {name!r}."))
+
+    def do_logs(self, opts: dict) -> None:
+        instance = self.get(opts["name"])
+        path = instance.log_path
+        out = sys.stdout.buffer
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            if not opts["follow"]:
+                self.stderr.write(f"No log yet for {instance.name!r}.")
+                return
+            while not path.exists():
+                time.sleep(0.2)
+            fh = open(path, "rb")
+        with fh:
+            data = fh.read()
+            lines = data.splitlines(keepends=True)
+            out.write(b"".join(lines[-opts["lines"]:]) if opts["lines"] > 0 else data)
+            out.flush()
+            if not opts["follow"]:
+                return
+            inode = os.fstat(fh.fileno()).st_ino
+            while True:
+                chunk = fh.read(65536)
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                    continue
+                time.sleep(0.1)
+                try:
+                    if os.stat(path).st_ino != inode:  # rotated: drain the old file, then reopen
+                        rest = fh.read()
+                        if rest:
+                            out.write(rest)
+                        fh.close()
+                        fh = open(path, "rb")
+                        inode = os.fstat(fh.fileno()).st_ino
+                except FileNotFoundError:
+                    pass
+
+    def do_reconcile(self, opts: dict) -> None:
+        changes = lifecycle.reconcile()
+        for change in changes:
+            self.stdout.write(change)
+        self.stdout.write(self.style.SUCCESS(f"Reconciled ({len(changes)} changes)."))
+
+    def do_boot(self, opts: dict) -> None:
+        for change in lifecycle.reconcile():
+            self.stdout.write(change)
+        started = lifecycle.autostart_all()
+        self.stdout.write(self.style.SUCCESS(f"Autostart: {', '.join(started) or 'nothing to start'}."))

@@ -1,0 +1,325 @@
+"""The Instance model: what the user wants (desired state and settings) next to what was last
+observed (status, pid). Operations are methods here; every entry point (API, admin, CLI, UI,
+tasks) calls them so each operation is written once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from instances import validators
+from instances.blueprints import Blueprint, BlueprintNotFound, get_blueprint, normalise_id
+
+
+class InstanceStatus(models.TextChoices):
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    FAILED = "failed", "Failed"
+    INSTALLING = "installing", "Installing"
+
+
+ACTIVE_STATUSES = (InstanceStatus.STARTING, InstanceStatus.RUNNING, InstanceStatus.INSTALLING)
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write a file so readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class InstanceManager(models.Manager["Instance"]):
+    def create_instance(
+        self,
+        *,
+        name: str,
+        blueprint: str,
+        gpu_ids: object = "",
+        autostart: bool = False,
+        persistent_mode: bool = False,
+        port: object = None,
+        launch_args: object = "",
+        output_path: object = "",
+        script: str | None = None,
+    ) -> Instance:
+        """Validate, create the row and the instance directory with its own copy of the
+        blueprint as launch.sh. Raises ValidationError (with field keys) on bad input."""
+        from instances.gpus import detected_gpu_count
+
+        name = validators.validate_name(name)
+        slug = validators.slug_for(name)
+        try:
+            bp = get_blueprint(blueprint)
+        except BlueprintNotFound as exc:
+            raise ValidationError({"blueprint": [str(exc)]}) from None
+        instance = Instance(
+            name=name,
+            slug=slug,
+            base_blueprint=bp.id,
+            gpu_ids=validators.validate_gpu_ids(gpu_ids, detected_gpu_count()),
+            autostart=bool(autostart),
+            persistent_mode=bool(persistent_mode),
+            port=validators.validate_port(port),
+            launch_args=validators.validate_launch_args(launch_args),
+            output_path=validators.validate_output_path(output_path),
+        )
+        instance.check_unique()
+        if instance.port is not None:
+            from instances.ports import port_is_bindable
+
+            if not port_is_bindable(instance.port):
+                raise ValidationError({"port": [f"Port {instance.port} is already in use on this machine."]})
+        try:
+            with transaction.atomic():
+                instance.save()
+        except IntegrityError:
+            # Lost a race against a concurrent create: report it like check_unique() would.
+            instance.pk = None
+            instance.check_unique()
+            raise ValidationError({"name": ["An instance with this name already exists."]}) from None
+        instance.prepare_directory(bp, script=script)
+        return instance
+
+
+class Instance(models.Model):
+    name = models.CharField(max_length=validators.NAME_MAX, unique=True)
+    slug = models.SlugField(max_length=validators.NAME_MAX, unique=True, editable=False)
+    base_blueprint = models.CharField(max_length=64)
+    gpu_ids = models.CharField(max_length=200, blank=True, default="", help_text='e.g. "0,1"; empty = all GPUs')
+    autostart = models.BooleanField(default=False)
+    persistent_mode = models.BooleanField(default=False)
+    launch_args = models.TextField(blank=True, default="")
+    output_path = models.CharField(max_length=200, blank=True, default="")
+
+    # Desired state: should it be running? Survives restarts of the web and worker processes.
+    want_running = models.BooleanField(default=False, editable=False)
+
+    status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.STOPPED)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    pid = models.IntegerField(null=True, blank=True)
+    # psutil create_time() of pid: a PID alone can be reused after a crash.
+    pid_create_time = models.FloatField(null=True, blank=True, editable=False)
+    port = models.IntegerField(null=True, blank=True, unique=True)
+    public_port = models.IntegerField(null=True, blank=True, unique=True)
+    vnc_port = models.IntegerField(null=True, blank=True, unique=True)
+    vnc_display = models.IntegerField(null=True, blank=True, unique=True)
+
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    restart_count = models.IntegerField(default=0)
+    # Bumped on every user start/stop so a delayed crash-restart job from an earlier run is ignored.
+    generation = models.IntegerField(default=0, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InstanceManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- derived values -------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.INSTANCES_DIR) / self.slug
+
+    @property
+    def script_path(self) -> Path:
+        return self.directory / "launch.sh"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "output.log"
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(settings.OUTPUTS_DIR) / (self.output_path or self.slug)
+
+    @property
+    def url_path(self) -> str:
+        return f"/instance/{self.slug}/"
+
+    @property
+    def supervisor_group(self) -> str:
+        return f"instance-{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def blueprint(self) -> Blueprint | None:
+        try:
+            return get_blueprint(self.base_blueprint)
+        except BlueprintNotFound:
+            return None
+
+    def environment(self) -> dict[str, str]:
+        """The variables of the blueprint contract (DESIGN.md), computed in this one place."""
+        env = {
+            "WEBUI_PORT": str(self.port or ""),
+            "INSTANCE_NAME": self.name,
+            "INSTANCE_SLUG": self.slug,
+            "INSTANCE_CONF_DIR": str(self.directory),
+            "INSTANCE_OUTPUT_DIR": str(self.output_dir),
+            "AIKORE_MODELS_DIR": str(settings.MODELS_DIR),
+            "AIKORE_DATA_DIR": str(settings.AIKORE_DATA_DIR),
+            "AIKORE_HOME": str(settings.BASE_DIR),
+            "SUBFOLDER": self.url_path,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "BLUEPRINT_ID": normalise_id(self.base_blueprint),
+            "AIKORE_LAUNCH_ARGS": self.launch_args,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
+        if self.persistent_mode and self.vnc_display is not None:
+            env["DISPLAY"] = f":{self.vnc_display}"
+        return env
+
+    # --- validation ----------------------------------------------------------------------
+
+    def check_unique(self) -> None:
+        others = Instance.objects.exclude(pk=self.pk)
+        if others.filter(name__iexact=self.name).exists():
+            raise ValidationError({"name": [f"An instance named {self.name!r} already exists."]})
+        if others.filter(slug=self.slug).exists():
+            raise ValidationError(
+                {"name": [f"Name {self.name!r} is too close to an existing instance's (same URL /instance/{self.slug}/)."]}
+            )
+        if self.port is not None and others.filter(port=self.port).exists():
+            raise ValidationError({"port": [f"Port {self.port} is already assigned to another instance."]})
+
+    # --- files ----------------------------------------------------------------------------
+
+    def prepare_directory(self, bp: Blueprint | None = None, script: str | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if script is None and not self.script_path.exists():
+            bp = bp or get_blueprint(self.base_blueprint)
+            script = bp.read_script()
+        if script is not None:
+            atomic_write(self.script_path, script, 0o755)
+
+    def read_script(self) -> str:
+        return self.script_path.read_text(encoding="utf-8", errors="replace")
+
+    def write_script(self, text: str) -> None:
+        atomic_write(self.script_path, text, 0o755)
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                return fh.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def append_log(self, line: str) -> None:
+        """AiKore's own notes in the instance log ([aikore] lines), e.g. restart decisions."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"[aikore {stamp}] {line}\n")
+
+    # --- state ----------------------------------------------------------------------------
+
+    def set_status(self, status: str, **fields: object) -> None:
+        """Persist a status change (plus any observed fields) and tell the websocket clients."""
+        self.status = status
+        self.status_changed_at = timezone.now()
+        for key, value in fields.items():
+            setattr(self, key, value)
+        update = ["status", "status_changed_at", "updated_at", *fields.keys()]
+        Instance.objects.filter(pk=self.pk).update(
+            **{k: getattr(self, k) for k in update if k != "updated_at"}, updated_at=timezone.now()
+        )
+        self.publish()
+
+    def publish(self) -> None:
+        from aikore_site import events
+
+        events.publish_instance(self)
+
+    def as_event(self) -> dict:
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "slug": self.slug,
+            "status": self.status,
+            "pid": self.pid,
+            "port": self.port,
+            "public_port": self.public_port,
+            "exit_code": self.exit_code,
+            "error_message": self.error_message,
+            "restart_count": self.restart_count,
+            "autostart": self.autostart,
+            "gpu_ids": self.gpu_ids,
+            "status_changed_at": self.status_changed_at.isoformat() if self.status_changed_at else None,
+        }
+
+    # --- operations: each enqueues the one Huey job that does the work --------------------
+
+    def start(self) -> str:
+        from instances import tasks
+
+        Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
+        self.refresh_from_db()
+        return tasks.start_instance(self.pk).id
+
+    def stop(self) -> str:
+        from instances import tasks
+
+        Instance.objects.filter(pk=self.pk).update(want_running=False, generation=models.F("generation") + 1)
+        self.refresh_from_db()
+        return tasks.stop_instance(self.pk).id
+
+    def restart(self) -> str:
+        from instances import tasks
+
+        Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
+        self.refresh_from_db()
+        return tasks.restart_instance(self.pk).id
+
+    def delete_everything(self, keep_files: bool = False) -> None:
+        """Stop synchronously (the caller waits), remove the supervisord group, the row and the
+        directory (moved to trash/ with keep_files)."""
+        from instances import lifecycle
+
+        lifecycle.halt(self, final=True)
+        directory = self.directory
+        self.delete()
+        if directory.exists():
+            if keep_files:
+                trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}"
+                shutil.move(str(directory), str(trash))
+            else:
+                shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""The one module that talks to supervisord (XML-RPC over its unix socket) and renders the
+supervisord program groups of instances.
+
+Each instance is a group ``instance-<id>`` whose programs are rendered from the database into
+``$AIKORE_DATA_DIR/supervisor/instances/instance-<id>.conf`` (included by docker/supervisord.conf).
+supervisord gives us process-group kill, stop timeouts, merged stdout+stderr in write order and log
+rotation; crash restarts with backoff are ours (autorestart=false + the event listener), because
+supervisord respawns a process that crashed after RUNNING immediately, with no backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shlex
+import sys
+import xmlrpc.client
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+if TYPE_CHECKING:
+    from instances.models import Instance
+
+# supervisord process states (supervisor.states.ProcessStates)
+STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
+    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
+)
+ALIVE_STATES = {STARTING, RUNNING, BACKOFF, STOPPING}
+
+LAUNCHER = Path(__file__).resolve().parent / "launcher.py"
+
+
+class SupervisorError(RuntimeError):
+    """supervisord is unreachable or refused a call; the message says which."""
+
+
+def rpc(timeout: float = 30.0) -> Any:
+    """A fresh proxy per call: ServerProxy is not thread-safe and costs microseconds to build."""
+    transport = SupervisorTransport(None, None, f"unix://{settings.SUPERVISOR_SOCKET}")
+    transport.timeout = timeout
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True).supervisor
+
+
+def call(method: str, *args: Any) -> Any:
+    try:
+        return getattr(rpc(), method)(*args)
+    except xmlrpc.client.Fault:
+        raise
+    except OSError as exc:
+        raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
+
+
+def is_available() -> bool:
+    try:
+        return call("getState")["statename"] == "RUNNING"
+    except (SupervisorError, xmlrpc.client.Fault):
+        return False
+
+
+@contextlib.contextmanager
+def config_lock() -> Iterator[None]:
+    """Serialise reloadConfig/add/remove across worker threads and processes: two concurrent
+    reloads would each see the other's group as 'changed'."""
+    lock_path = Path(settings.RUN_DIR) / "supervisor-config.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _conf_value(value: str) -> str:
+    """supervisord expands %(name)s in values and reads one line each."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("newline in a supervisord config value")
+    return value.replace("%", "%%")
+
+
+def group_name(instance_id: int) -> str:
+    return f"instance-{instance_id}"
+
+
+def webui_process(instance_id: int) -> str:
+    return f"{group_name(instance_id)}:{group_name(instance_id)}-webui"
+
+
+def conf_path(instance_id: int) -> Path:
+    return Path(settings.SUPERVISOR_INSTANCE_CONF_DIR) / f"{group_name(instance_id)}.conf"
+
+
+def render_group_config(instance: Instance) -> str:
+    """Only ids, slugs, validated paths and numbers reach this file; user-typed values (name,
+    launch args) travel in the instance's env.json, read by the launcher."""
+    group = group_name(instance.pk)
+    directory = _conf_value(str(instance.directory))
+    command = _conf_value(shlex.join([sys.executable, str(LAUNCHER), str(instance.directory)]))
+    program = f"{group}-webui"
+    return "\n".join([
+        f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",
+        f"[group:{group}]",
+        f"programs={program}",
+        "",
+        f"[program:{program}]",
+        f"command={command}",
+        f"directory={directory}",
+        "autostart=false",
+        "autorestart=false",
+        "startsecs=0",
+        "startretries=0",
+        "stopsignal=TERM",
+        f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT)}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_conf_value(str(instance.log_path))}",
+        f"stdout_logfile_maxbytes={int(settings.AIKORE_LOG_MAX_BYTES)}",
+        f"stdout_logfile_backups={int(settings.AIKORE_LOG_BACKUPS)}",
+        "stdout_capture_maxbytes=0",
+        "",
+    ])
+
+
+def ensure_group(instance: Instance) -> None:
+    """Make supervisord's view of the instance's group match the rendered config."""
+    from instances.models import atomic_write
+
+    group = group_name(instance.pk)
+    text = render_group_config(instance)
+    path = conf_path(instance.pk)
+    with config_lock():
+        current = path.read_text() if path.exists() else None
+        if current != text:
+            atomic_write(path, text)
+        added, changed, _removed = call("reloadConfig")[0]
+        if group in changed:
+            _remove_group_locked(group)
+            call("addProcessGroup", group)
+        elif group in added:
+            call("addProcessGroup", group)
+
+
+def _remove_group_locked(group: str) -> None:
+    try:
+        call("stopProcessGroup", group, True)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode != Faults.BAD_NAME:
+            raise
+    try:
+        call("removeProcessGroup", group)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode not in (Faults.BAD_NAME,):
+            raise
+
+
+def remove_group(instance_id: int) -> None:
+    """Stop and forget the group and delete its config file."""
+    group = group_name(instance_id)
+    with config_lock():
+        conf_path(instance_id).unlink(missing_ok=True)
+        _remove_group_locked(group)
+        call("reloadConfig")
+
+
+def start_webui(instance_id: int) -> dict:
+    try:
+        call("startProcess", webui_process(instance_id), True)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode != Faults.ALREADY_STARTED:
+            raise SupervisorError(f"supervisord could not start the instance: {exc.faultString}") from exc
+    return process_info(instance_id) or {}
+
+
+def stop_group(instance_id: int) -> None:
+    try:
+        call("stopProcessGroup", group_name(instance_id), True)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode not in (Faults.BAD_NAME, Faults.NOT_RUNNING):
+            raise SupervisorError(f"supervisord could not stop the instance: {exc.faultString}") from exc
+
+
+def process_info(instance_id: int) -> dict | None:
+    try:
+        return call("getProcessInfo", webui_process(instance_id))
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode == Faults.BAD_NAME:
+            return None
+        raise
+
+
+def all_process_info() -> dict[str, dict]:
+    """{'group:name': info} for every process supervisord knows."""
+    return {f"{p['group']}:{p['name']}": p for p in call("getAllProcessInfo")}
+
+
+def instance_id_from_process(name: str) -> int | None:
+    """'instance-12-webui' or 'instance-12:instance-12-webui' -> 12."""
+    name = name.split(":")[-1]
+    parts = name.split("-")
+    if len(parts) >= 2 and parts[0] == "instance" and parts[1].isdigit():
+        return int(parts[1])
+    return None

@@ -1,0 +1,123 @@
+"""Input rules for instance fields, in one place so the API, the admin, the CLI and the dashboard
+refuse the same things with the same words. Every function raises ValidationError with a message a
+user can act on, keyed by field name."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+NAME_MAX = 64
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]*")
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+OUTPUT_PATH_RE = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+LAUNCH_ARGS_MAX = 4000
+MAX_GPU_ID = 63
+
+
+def _err(field: str, message: str) -> ValidationError:
+    return ValidationError({field: [message]})
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise _err("name", "Name must be a string.")
+    name = name.strip()
+    if not name:
+        raise _err("name", "Name is required.")
+    if len(name) > NAME_MAX:
+        raise _err("name", f"Name is too long ({len(name)} characters, at most {NAME_MAX}).")
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise _err(
+            "name",
+            "Name may contain letters, digits, spaces, '_', '-' and '.', must start with a letter "
+            "or digit, and may not contain '..'.",
+        )
+    return name
+
+
+def slug_for(name: str) -> str:
+    """The URL-, path- and shell-safe form of a (validated) name: lower case, [a-z0-9-]."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    if not slug or not SLUG_RE.fullmatch(slug):
+        raise _err("name", "Name must contain at least one letter or digit.")
+    return slug[:NAME_MAX]
+
+
+def validate_gpu_ids(value: object, gpu_count: int | None = None) -> str:
+    """Normalise "0, 1" to "0,1"; empty means all GPUs. gpu_count (when a GPU was detected)
+    bounds the ids."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v).strip() for v in value]
+    elif isinstance(value, str):
+        if value.strip() == "":
+            return ""
+        parts = [p.strip() for p in value.split(",")]
+    else:
+        raise _err("gpu_ids", "GPU ids must be a comma-separated string like '0,1'.")
+    ids: list[int] = []
+    for part in parts:
+        if not re.fullmatch(r"\d{1,3}", part):
+            raise _err("gpu_ids", f"Invalid GPU id {part!r}: use non-negative integers like '0,1'.")
+        gpu = int(part)
+        limit = gpu_count if gpu_count else MAX_GPU_ID + 1
+        if gpu >= limit:
+            if gpu_count:
+                raise _err("gpu_ids", f"GPU {gpu} does not exist (detected GPUs: 0..{gpu_count - 1}).")
+            raise _err("gpu_ids", f"GPU id {gpu} is out of range (0..{MAX_GPU_ID}).")
+        if gpu in ids:
+            raise _err("gpu_ids", f"GPU {gpu} is listed twice.")
+        ids.append(gpu)
+    return ",".join(str(i) for i in ids)
+
+
+def validate_port(port: object, field: str = "port") -> int | None:
+    if port is None or port == "":
+        return None
+    if isinstance(port, bool) or not isinstance(port, int):
+        try:
+            port = int(str(port))
+        except ValueError:
+            raise _err(field, "Port must be an integer.") from None
+    low, high = settings.AIKORE_INSTANCE_PORT_RANGE
+    if not low <= port <= high:
+        raise _err(field, f"Port {port} is outside the instance port range {low}-{high}.")
+    return port
+
+
+def validate_launch_args(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("launch_args", "Launch arguments must be a string.")
+    if len(value) > LAUNCH_ARGS_MAX:
+        raise _err("launch_args", f"Launch arguments are too long (at most {LAUNCH_ARGS_MAX} characters).")
+    if any(ch in value for ch in "\x00\n\r") or any(unicodedata.category(c) == "Cc" and c != "\t" for c in value):
+        raise _err("launch_args", "Launch arguments must be one line without control characters.")
+    return value.strip()
+
+
+def validate_output_path(value: object) -> str:
+    """A path relative to $AIKORE_DATA_DIR/outputs; empty means the instance's slug."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("output_path", "Output path must be a string.")
+    value = value.strip().strip("/")
+    if value == "":
+        return ""
+    if len(value) > 200 or not OUTPUT_PATH_RE.fullmatch(value) or any(
+        part in (".", "..") for part in value.split("/")
+    ):
+        raise _err(
+            "output_path",
+            "Output path must be a relative folder under outputs/ made of letters, digits, "
+            "'_', '-', '.' and '/', without '..'.",
+        )
+    return value
