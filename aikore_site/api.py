@@ -1,14 +1,137 @@
-"""The one NinjaAPI object; each app contributes a router (see urls.py)."""
+"""The one NinjaAPI object at /api/: authentication for every route but /api/health, JSON errors
+{"detail": ...} with the right status for every failure, and the routers of each app."""
 
 from __future__ import annotations
 
+import logging
+import xmlrpc.client
+
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, ValidationError
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer, SessionAuth
+
+from accounts.auth import user_from_token
+
+log = logging.getLogger(__name__)
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> object | None:
+        user = user_from_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class ActiveSession(SessionAuth):
+    """Django session (CSRF enforced on unsafe methods by ninja's cookie auth)."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> object | None:
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated and user.is_active else None
+
 
 api = NinjaAPI(
     title="AiKore API",
     version=settings.VERSION,
-    description="Launch, supervise, proxy and monitor AI WebUI instances.",
+    description="Launch, supervise, proxy and monitor AI WebUI instances. Authenticate with the "
+    "dashboard's session (plus X-CSRFToken on writes) or `Authorization: Bearer <token>` "
+    "(tokens are created in the admin).",
     docs_url="/docs",
     urls_namespace="api",
+    auth=[BearerToken(), ActiveSession(csrf=True)],
 )
+
+
+def _detail(request: HttpRequest, status: int, detail: object, **extra: object) -> HttpResponse:
+    return api.create_response(request, {"detail": detail, **extra}, status=status)
+
+
+@api.exception_handler(ValidationError)
+def django_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    from instances.models import Conflict
+
+    status = 409 if isinstance(exc, Conflict) else 422
+    if hasattr(exc, "message_dict"):
+        errors = exc.message_dict
+        message = " ".join(f"{msgs[0]}" for msgs in errors.values())
+        return _detail(request, status, message, errors=errors)
+    return _detail(request, status, " ".join(exc.messages))
+
+
+@api.exception_handler(NinjaValidationError)
+def ninja_validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    for err in exc.errors:
+        loc = [str(p) for p in err.get("loc", []) if p not in ("body", "payload", "query", "path", "q")]
+        errors.setdefault(".".join(loc) or "request", []).append(str(err.get("msg", "invalid")))
+    message = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+    return _detail(request, 422, message or "Invalid request.", errors=errors)
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _detail(request, 413, f"Request body too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes).")
+
+
+@api.exception_handler(AuthenticationError)
+def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _detail(request, 401, "Authentication required: log in or send Authorization: Bearer <token>.")
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _detail(request, exc.status_code, str(exc))
+
+
+@api.exception_handler(Exception)
+def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Last resort: never a traceback to the client. Supervisor/DB outages are 503, not bugs.
+    if isinstance(exc, (OSError, xmlrpc.client.Fault, DatabaseError)):
+        log.warning("service unavailable on %s: %r", request.path, exc)
+        return _detail(request, 503, f"A backend service is unavailable: {exc.__class__.__name__}.")
+    if isinstance(exc, (ValueError, TypeError, UnicodeError)):
+        log.warning("bad input on %s: %r", request.path, exc)
+        return _detail(request, 400, "Bad request.")
+    log.exception("unhandled error on %s", request.path)
+    return _detail(request, 500, "Internal error; see the AiKore log.")
+
+
+@api.get("/health", auth=None, tags=["system"])
+def health(request: HttpRequest) -> dict:
+    """Liveness of AiKore's parts (no authentication; reveals no data)."""
+    from instances import supervisor
+
+    db_ok = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        db_ok = False
+    supervisor_ok = worker_ok = False
+    try:
+        infos = {p["name"]: p for p in supervisor.call("getAllProcessInfo")}
+        supervisor_ok = True
+        worker_ok = infos.get("worker", {}).get("statename") == "RUNNING"
+    except (supervisor.SupervisorError, xmlrpc.client.Fault):
+        pass
+    ok = db_ok and supervisor_ok and worker_ok
+    return {"status": "ok" if ok else "degraded", "version": settings.VERSION, "db": db_ok,
+            "supervisord": supervisor_ok, "worker": worker_ok}
+
+
+def _mount() -> None:
+    from instances.api import blueprint_router, router as instance_router
+    from monitoring.api import router as monitoring_router
+
+    api.add_router("", instance_router)
+    api.add_router("", blueprint_router)
+    api.add_router("", monitoring_router)
+
+
+_mount()

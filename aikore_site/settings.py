@@ -153,6 +153,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "huey.contrib.djhuey",
+    "accounts",
     "instances",
     "monitoring",
     "proxy",

@@ -1,9 +1,19 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.views import RateLimitedLoginView
 from aikore_site.api import api
 
+admin.site.site_header = "AiKore administration"
+admin.site.site_title = "AiKore admin"
+admin.site.site_url = "/"
+
 urlpatterns = [
+    path("login/", RateLimitedLoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The admin uses the same rate-limited login page.
+    path("admin/login/", RateLimitedLoginView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

@@ -50,6 +50,10 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
+class Conflict(ValidationError):
+    """The input is well-formed but clashes with existing state (name taken, port busy): HTTP 409."""
+
+
 class InstanceManager(models.Manager["Instance"]):
     def create_instance(
         self,
@@ -90,7 +94,7 @@ class InstanceManager(models.Manager["Instance"]):
             from instances.ports import port_is_bindable
 
             if not port_is_bindable(instance.port):
-                raise ValidationError({"port": [f"Port {instance.port} is already in use on this machine."]})
+                raise Conflict({"port": [f"Port {instance.port} is already in use on this machine."]})
         try:
             with transaction.atomic():
                 instance.save()
@@ -98,7 +102,7 @@ class InstanceManager(models.Manager["Instance"]):
             # Lost a race against a concurrent create: report it like check_unique() would.
             instance.pk = None
             instance.check_unique()
-            raise ValidationError({"name": ["An instance with this name already exists."]}) from None
+            raise Conflict({"name": ["An instance with this name already exists."]}) from None
         instance.prepare_directory(bp, script=script)
         return instance
 
@@ -209,13 +213,13 @@ class Instance(models.Model):
     def check_unique(self) -> None:
         others = Instance.objects.exclude(pk=self.pk)
         if others.filter(name__iexact=self.name).exists():
-            raise ValidationError({"name": [f"An instance named {self.name!r} already exists."]})
+            raise Conflict({"name": [f"An instance named {self.name!r} already exists."]})
         if others.filter(slug=self.slug).exists():
-            raise ValidationError(
+            raise Conflict(
                 {"name": [f"Name {self.name!r} is too close to an existing instance's (same URL /instance/{self.slug}/)."]}
             )
         if self.port is not None and others.filter(port=self.port).exists():
-            raise ValidationError({"port": [f"Port {self.port} is already assigned to another instance."]})
+            raise Conflict({"port": [f"Port {self.port} is already assigned to another instance."]})
 
     # --- files ----------------------------------------------------------------------------
 
@@ -291,6 +295,7 @@ class Instance(models.Model):
     def start(self) -> str:
         from instances import tasks
 
+        Instance.objects.filter(pk=self.pk).exclude(status__in=ACTIVE_STATUSES).update(restart_count=0)
         Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
         self.refresh_from_db()
         return tasks.start_instance(self.pk).id
@@ -308,6 +313,82 @@ class Instance(models.Model):
         Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
         self.refresh_from_db()
         return tasks.restart_instance(self.pk).id
+
+    RESTART_FIELDS = ("name", "gpu_ids", "launch_args", "port", "output_path", "persistent_mode")
+
+    def update_settings(self, changes: dict) -> dict:
+        """Apply user edits (the seed's unfinished "Update"). Autostart applies live; a change the
+        running process must see restarts it; a rename moves the directory while stopped.
+        Returns {"changed": [...], "restarted": bool, "message": str}."""
+        from instances import lifecycle
+        from instances.gpus import detected_gpu_count
+        from instances.ports import port_is_bindable
+
+        clean: dict = {}
+        if "name" in changes:
+            clean["name"] = validators.validate_name(changes["name"])
+        if "gpu_ids" in changes:
+            clean["gpu_ids"] = validators.validate_gpu_ids(changes["gpu_ids"], detected_gpu_count())
+        if "launch_args" in changes:
+            clean["launch_args"] = validators.validate_launch_args(changes["launch_args"])
+        if "output_path" in changes:
+            clean["output_path"] = validators.validate_output_path(changes["output_path"])
+        if "port" in changes:
+            clean["port"] = validators.validate_port(changes["port"])
+        for flag in ("autostart", "persistent_mode"):
+            if flag in changes:
+                if not isinstance(changes[flag], bool):
+                    raise ValidationError({flag: [f"{flag} must be true or false."]})
+                clean[flag] = changes[flag]
+        changed = [k for k, v in clean.items() if getattr(self, k) != v]
+        if not changed:
+            return {"changed": [], "restarted": False, "message": "Nothing changed."}
+
+        candidate = Instance(pk=self.pk, name=clean.get("name", self.name), port=clean.get("port", self.port))
+        candidate.slug = validators.slug_for(candidate.name)
+        candidate.check_unique()
+        if "port" in changed and clean["port"] is not None and not port_is_bindable(clean["port"]):
+            raise Conflict({"port": [f"Port {clean['port']} is already in use on this machine."]})
+
+        needs_restart = any(k in self.RESTART_FIELDS for k in changed)
+        was_running = self.is_active and needs_restart
+        renaming = "name" in changed and candidate.slug != self.slug
+        if renaming:
+            new_dir = Path(settings.INSTANCES_DIR) / candidate.slug
+            if new_dir.exists():
+                raise Conflict({"name": [f"A directory for {candidate.slug!r} already exists in instances/."]})
+            if self.is_active or self.status == InstanceStatus.STOPPING:
+                lifecycle.halt(self)  # the process holds files in the old directory
+            self.refresh_from_db()
+            if self.directory.exists():
+                os.rename(self.directory, new_dir)
+            clean["slug"] = candidate.slug
+        for key, value in clean.items():
+            setattr(self, key, value)
+        self.save(update_fields=[*clean.keys(), "updated_at"])
+        self.publish()
+        message = "Saved."
+        if was_running:
+            if renaming:
+                self.start()
+            else:
+                self.restart()
+            message = f"Saved; restarting to apply {', '.join(k for k in changed if k in self.RESTART_FIELDS)}."
+        elif needs_restart:
+            message = "Saved; applies at the next start."
+        return {"changed": changed, "restarted": was_running, "message": message}
+
+    def clone(self, name: str) -> Instance:
+        """A new instance with this one's launch script and settings, its own name and port."""
+        return Instance.objects.create_instance(
+            name=name,
+            blueprint=self.base_blueprint,
+            gpu_ids=self.gpu_ids,
+            autostart=self.autostart,
+            persistent_mode=self.persistent_mode,
+            launch_args=self.launch_args,
+            script=self.read_script() if self.script_path.exists() else None,
+        )
 
     def delete_everything(self, keep_files: bool = False) -> None:
         """Stop synchronously (the caller waits), remove the supervisord group, the row and the

@@ -109,9 +109,11 @@ def validate_output_path(value: object) -> str:
         return ""
     if not isinstance(value, str):
         raise _err("output_path", "Output path must be a string.")
-    value = value.strip().strip("/")
+    value = value.strip().rstrip("/")
     if value == "":
         return ""
+    if value.startswith("/"):
+        raise _err("output_path", "Output path must be relative to the outputs folder (no leading '/').")
     if len(value) > 200 or not OUTPUT_PATH_RE.fullmatch(value) or any(
         part in (".", "..") for part in value.split("/")
     ):

@@ -1,0 +1,47 @@
+# AiKore: `make run` starts the whole stack, `make test` runs the tests. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test venv venv-dev system-deps system-deps-test frontend lint bench clean-data
+
+$(VENV)/.req-run: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.req-dev: requirements.txt requirements-dev.txt $(VENV)/.req-run
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.req-run
+venv-dev: $(VENV)/.req-dev
+
+system-deps:
+	scripts/system-deps.sh run
+
+system-deps-test:
+	scripts/system-deps.sh test
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+frontend: node_modules/.installed
+	if [ -f scripts/build-frontend.sh ]; then scripts/build-frontend.sh; fi
+
+run: system-deps venv frontend
+	docker/entry.sh
+
+test: system-deps-test venv-dev frontend
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv-dev
+	$(PY) -m ruff check .
+
+bench: venv-dev
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

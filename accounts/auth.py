@@ -1,0 +1,48 @@
+"""Who is making this request? One answer for the API, the pages, nginx's auth_request and
+/metrics: a logged-in session, or a Bearer API token."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import ApiToken, hash_token
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def user_from_token(raw: str) -> AbstractBaseUser | None:
+    if len(raw) > 200:
+        return None
+    token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # throttled write
+    return token.user
+
+
+def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:
+    """The session user if logged in, else the Bearer token's user, else None."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active:
+        return user
+    raw = bearer_token(request)
+    if raw:
+        token_user = user_from_token(raw)
+        if token_user is not None:
+            request.user = token_user
+            return token_user
+    if user is None:
+        request.user = AnonymousUser()
+    return None

@@ -1,0 +1,30 @@
+"""pytest plugin loaded early (pytest.ini: -p aikore_site.testing), before Django's settings are
+imported: gives the whole test run its own data dir and ports, and short lifecycle timings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if "AIKORE_TEST_DATA_DIR" not in os.environ:
+    os.environ["AIKORE_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="aikore-test-")
+os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
+os.environ.setdefault("AIKORE_PORT", str(free_port()))
+os.environ.setdefault("AIKORE_INSTANCE_PORT_RANGE", "29001-29400")
+os.environ.setdefault("AIKORE_STOP_TIMEOUT", "3")
+os.environ.setdefault("AIKORE_RESTART_LIMIT", "3")
+os.environ.setdefault("AIKORE_RESTART_BACKOFF", "1")
+os.environ.setdefault("AIKORE_RESTART_BACKOFF_MAX", "8")
+os.environ.setdefault("AIKORE_STABLE_SECONDS", "30")
+os.environ.setdefault("AIKORE_READY_TIMEOUT", "30")
+os.environ.setdefault("AIKORE_SAMPLE_INTERVAL", "0.5")
+os.environ.setdefault("AIKORE_ADMIN_PASSWORD", "admin-test-password")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aikore_site.settings")

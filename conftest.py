@@ -1,0 +1,134 @@
+"""Shared fixtures. The live stack is the real thing: docker/entry.sh starts supervisord, which runs
+daphne, the huey worker, the event watcher and nginx, against the test run's own data dir (set up
+by aikore_site/testing.py) and the same SQLite file pytest-django migrated."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent
+TEST_BLUEPRINTS = REPO / "instances" / "tests" / "blueprints"
+
+
+class Stack:
+    def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.data_dir = Path(settings.AIKORE_DATA_DIR)
+        self.port = settings.AIKORE_PORT
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def daphne_client(self, **kwargs: object) -> httpx.Client:
+        """HTTP straight to daphne's unix socket (bypassing nginx)."""
+        transport = httpx.HTTPTransport(uds=str(settings.DAPHNE_SOCKET))
+        return httpx.Client(transport=transport, base_url="http://127.0.0.1", timeout=30, **kwargs)
+
+    def supervisorctl(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "supervisorctl"), "-c", str(REPO / "docker" / "supervisord.conf"), *args],
+            capture_output=True, text=True, env={**os.environ, **stack_env()}, timeout=60,
+        )
+        return out.stdout + out.stderr
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stack_env() -> dict[str, str]:
+    return {
+        "AIKORE_DATA_DIR": str(settings.AIKORE_DATA_DIR),
+        "AIKORE_HOME": str(REPO),
+        "AIKORE_PYTHON": str(REPO / ".venv" / "bin" / "python"),
+    }
+
+
+def _wait_for(predicate, timeout: float, what: str, stack_log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    log = stack_log.read_text(errors="replace") if stack_log.exists() else ""
+    raise RuntimeError(f"stack did not come up: {what}\n{log[-4000:]}")
+
+
+def _daphne_up() -> bool:
+    try:
+        transport = httpx.HTTPTransport(uds=str(settings.DAPHNE_SOCKET))
+        with httpx.Client(transport=transport, base_url="http://127.0.0.1", timeout=2) as client:
+            return client.get("/api/health").status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker) -> Iterator[Stack]:
+    data_dir = Path(settings.AIKORE_DATA_DIR)
+    custom = Path(settings.CUSTOM_BLUEPRINTS_DIR)
+    custom.mkdir(parents=True, exist_ok=True)
+    if TEST_BLUEPRINTS.is_dir():
+        for script in TEST_BLUEPRINTS.glob("*.sh"):
+            shutil.copy(script, custom / script.name)
+    log_path = data_dir / "stack.log"
+    env = {**os.environ, **stack_env()}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(REPO / "docker" / "entry.sh")], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    stack = Stack(proc, log_path)
+    try:
+        _wait_for(lambda: proc.poll() is None and Path(settings.SUPERVISOR_SOCKET).exists(), 60,
+                  "supervisord socket", log_path)
+        _wait_for(_daphne_up, 60, "daphne answering /api/health", log_path)
+        extra = getattr(settings, "AIKORE_TEST_STACK_READY", None)
+        if extra:
+            _wait_for(extra, 30, "extra readiness", log_path)
+        yield stack
+    finally:
+        with django_db_blocker.unblock():
+            _delete_all_instances()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _delete_all_instances() -> None:
+    from instances.models import Instance
+
+    for instance in Instance.objects.all():
+        try:
+            instance.delete_everything()
+        except Exception:  # best effort at teardown
+            pass
+
+
+@pytest.fixture
+def live(stack: Stack, transactional_db) -> Iterator[Stack]:
+    """A test against the live stack, with a DB the stack's processes see (no wrapping
+    transaction). Instances it created are stopped and deleted afterwards."""
+    yield stack
+    _delete_all_instances()
+
+
+@pytest.fixture
+def alice(django_user_model):
+    """Staff user (the admin of a typical install)."""
+    return django_user_model.objects.create_superuser("alice", "alice@example.org", "alice-password")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """A regular, non-staff user."""
+    return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")

@@ -1,0 +1,226 @@
+"""/api/instances and /api/blueprints: thin endpoints over the Instance model's operations."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from instances import blueprints, logs
+from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus, atomic_write
+from instances.schemas import (
+    BlueprintDetailOut,
+    BlueprintOut,
+    BlueprintSaveIn,
+    CloneIn,
+    ErrorOut,
+    InstanceCreate,
+    InstanceOut,
+    InstancePatch,
+    InstanceUpdateOut,
+    JobOut,
+    LogChunkOut,
+    ScriptIn,
+    ScriptOut,
+)
+from instances.serializers import instance_summary
+
+router = Router(tags=["instances"])
+blueprint_router = Router(tags=["blueprints"])
+
+ERRORS = {400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+MAX_LOG_CHUNK = 1024 * 1024
+
+
+def get_instance(instance_id: int) -> Instance:
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is None:
+        raise HttpError(404, f"Instance {instance_id} not found.")
+    return instance
+
+
+@router.get("/instances", response=list[InstanceOut])
+def list_instances(request: HttpRequest) -> list[dict]:
+    return [instance_summary(i) for i in Instance.objects.all()]
+
+
+@router.post("/instances", response={201: InstanceOut, **ERRORS})
+def create_instance(request: HttpRequest, payload: InstanceCreate) -> Status:
+    instance = Instance.objects.create_instance(
+        name=payload.name,
+        blueprint=payload.blueprint,
+        gpu_ids=payload.gpu_ids,
+        autostart=payload.autostart,
+        persistent_mode=payload.persistent_mode,
+        port=payload.port,
+        launch_args=payload.launch_args,
+        output_path=payload.output_path,
+    )
+    return Status(201, instance_summary(instance))
+
+
+@router.get("/instances/{int:instance_id}", response={200: InstanceOut, 404: ErrorOut})
+def get_one(request: HttpRequest, instance_id: int) -> dict:
+    return instance_summary(get_instance(instance_id))
+
+
+@router.patch("/instances/{int:instance_id}", response={200: InstanceUpdateOut, **ERRORS})
+def update_instance(request: HttpRequest, instance_id: int, payload: InstancePatch) -> dict:
+    instance = get_instance(instance_id)
+    changes = payload.dict(exclude_unset=True)
+    if "port" not in changes or changes["port"] is not None:
+        changes = {k: v for k, v in changes.items() if v is not None}
+    result = instance.update_settings(changes)
+    instance.refresh_from_db()
+    return {"instance": instance_summary(instance), **result}
+
+
+@router.delete("/instances/{int:instance_id}", response={204: None, **ERRORS})
+def delete_instance(request: HttpRequest, instance_id: int, keep_files: bool = False, stop: bool = True) -> Status:
+    instance = get_instance(instance_id)
+    if instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING) and not stop:
+        raise HttpError(409, f"Instance {instance.name!r} is {instance.status}; stop it first or omit stop=false.")
+    instance.delete_everything(keep_files=keep_files)
+    return Status(204, None)
+
+
+def _job(instance: Instance, action: str) -> Status:
+    job_id = getattr(instance, action)()
+    instance.refresh_from_db()
+    return Status(202, {"job_id": job_id, "status": instance.status, "instance": instance_summary(instance)})
+
+
+@router.post("/instances/{int:instance_id}/start", response={202: JobOut, 404: ErrorOut})
+def start_instance(request: HttpRequest, instance_id: int) -> Status:
+    return _job(get_instance(instance_id), "start")
+
+
+@router.post("/instances/{int:instance_id}/stop", response={202: JobOut, 404: ErrorOut})
+def stop_instance(request: HttpRequest, instance_id: int) -> Status:
+    return _job(get_instance(instance_id), "stop")
+
+
+@router.post("/instances/{int:instance_id}/restart", response={202: JobOut, 404: ErrorOut})
+def restart_instance(request: HttpRequest, instance_id: int) -> Status:
+    return _job(get_instance(instance_id), "restart")
+
+
+@router.post("/instances/{int:instance_id}/clone", response={201: InstanceOut, **ERRORS})
+def clone_instance(request: HttpRequest, instance_id: int, payload: CloneIn) -> Status:
+    return Status(201, instance_summary(get_instance(instance_id).clone(payload.name)))
+
+
+class LogQuery(Schema):
+    offset: int = 0
+    limit: int = 65536
+
+
+@router.get("/instances/{int:instance_id}/logs", response={200: LogChunkOut, **ERRORS})
+def read_logs(request: HttpRequest, instance_id: int, q: Query[LogQuery]) -> dict:
+    """Bytes of the log from an absolute offset (negative: from the end). Follow a log by passing
+    the returned next_offset back; offsets stay valid across log rotation."""
+    instance = get_instance(instance_id)
+    if q.limit < 1 or q.limit > MAX_LOG_CHUNK:
+        raise HttpError(422, f"limit must be between 1 and {MAX_LOG_CHUNK}.")
+    if abs(q.offset) > 2**62:
+        raise HttpError(422, "offset out of range.")
+    chunk = logs.read(instance.log_path, q.offset, q.limit)
+    # Never split a UTF-8 character between two chunks: hold back an incomplete tail.
+    data = chunk.data
+    cut = len(data)
+    if chunk.next_offset < chunk.end:
+        while cut > 0 and cut > len(data) - 4 and (data[cut - 1] & 0xC0) == 0x80:
+            cut -= 1
+        if cut > 0 and data[cut - 1] >= 0xC0:
+            cut -= 1
+        if cut == 0:
+            cut = len(data)
+    return {
+        "data": data[:cut].decode("utf-8", errors="replace"),
+        "offset": chunk.offset,
+        "next_offset": chunk.offset + cut,
+        "size": chunk.end,
+        "skipped": chunk.skipped,
+    }
+
+
+@router.get("/instances/{int:instance_id}/script", response={200: ScriptOut, 404: ErrorOut})
+def get_script(request: HttpRequest, instance_id: int) -> dict:
+    instance = get_instance(instance_id)
+    if not instance.script_path.exists():
+        raise HttpError(404, "This instance has no launch.sh.")
+    content = instance.read_script()
+    return {"content": content, "size": len(content.encode())}
+
+
+def validate_script(content: str) -> str:
+    size = len(content.encode("utf-8", errors="replace"))
+    if size > blueprints.MAX_SCRIPT_BYTES:
+        raise HttpError(413, f"Script is too large ({size} bytes, at most {blueprints.MAX_SCRIPT_BYTES}).")
+    if "\x00" in content:
+        raise HttpError(422, "Script must be text: it contains NUL bytes.")
+    bad = sum(1 for ch in content if ord(ch) < 32 and ch not in "\t\n\r\x1b\x0c")
+    if bad:
+        raise HttpError(422, f"Script must be text: it contains {bad} control characters.")
+    return content.replace("\r\n", "\n")
+
+
+@router.put("/instances/{int:instance_id}/script", response={200: ScriptOut, **ERRORS})
+def put_script(request: HttpRequest, instance_id: int, payload: ScriptIn, restart: bool = False) -> dict:
+    instance = get_instance(instance_id)
+    content = validate_script(payload.content)
+    instance.write_script(content)
+    restarted = False
+    if restart:
+        instance.restart()
+        restarted = True
+    return {"content": content, "size": len(content.encode()), "restarted": restarted}
+
+
+# --- blueprints -------------------------------------------------------------------------------
+
+
+def _bp_dict(bp: blueprints.Blueprint) -> dict:
+    data = bp.as_dict()
+    data.pop("path")
+    return data
+
+
+@blueprint_router.get("/blueprints", response=list[BlueprintOut])
+def list_blueprints(request: HttpRequest) -> list[dict]:
+    return [_bp_dict(bp) for bp in blueprints.list_blueprints()]
+
+
+@blueprint_router.get("/blueprints/{name}", response={200: BlueprintDetailOut, 404: ErrorOut})
+def get_blueprint(request: HttpRequest, name: str) -> dict:
+    try:
+        bp = blueprints.get_blueprint(name)
+    except blueprints.BlueprintNotFound as exc:
+        raise HttpError(404, str(exc)) from None
+    return {**_bp_dict(bp), "script": bp.read_script()}
+
+
+@blueprint_router.post("/blueprints", response={201: BlueprintOut, **ERRORS})
+def save_blueprint(request: HttpRequest, payload: BlueprintSaveIn) -> Status:
+    """Save an instance's launch.sh as a custom blueprint."""
+    instance = get_instance(payload.instance_id)
+    name = blueprints.normalise_id(payload.name)
+    if not isinstance(name, str) or not blueprints.BLUEPRINT_ID_RE.fullmatch(name) or ".." in name:
+        raise ValidationError({"name": ["Blueprint name may contain letters, digits, '_', '-' and '.' (max 64)."]})
+    stock = settings.STOCK_BLUEPRINTS_DIR / f"{name}.sh"
+    if stock.exists():
+        raise HttpError(409, f"{name!r} is a stock blueprint; choose another name.")
+    target = settings.CUSTOM_BLUEPRINTS_DIR / f"{name}.sh"
+    if target.exists() and not payload.overwrite:
+        raise HttpError(409, f"Custom blueprint {name!r} exists; pass overwrite=true to replace it.")
+    content = validate_script(instance.read_script())
+    if not re.search(r"^#\s*aikore\.name\s*:", content, re.M):
+        content = f"# aikore.name: {name}\n" + content if not content.startswith("#!") else content.replace(
+            "\n", f"\n# aikore.name: {name}\n", 1
+        )
+    atomic_write(target, content, 0o755)
+    return Status(201, _bp_dict(blueprints.load_blueprint(target, custom=True)))

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from ninja import Schema
+from pydantic import Field
+
+
+class InstanceOut(Schema):
+    id: int
+    name: str
+    slug: str
+    base_blueprint: str
+    status: str
+    pid: int | None
+    port: int | None
+    public_port: int | None
+    gpu_ids: str
+    autostart: bool
+    persistent_mode: bool
+    launch_args: str
+    output_path: str
+    url: str
+    exit_code: int | None
+    error_message: str
+    restart_count: int
+    created_at: str | None
+    updated_at: str | None
+    status_changed_at: str | None
+
+
+class InstanceCreate(Schema):
+    name: str = Field(..., description="Unique, user-facing name; its slug becomes the URL /instance/<slug>/.")
+    blueprint: str = Field(..., description="Blueprint id (file name without .sh), see /api/blueprints.")
+    gpu_ids: str | list[int] = Field("", description='"0,1" or [0, 1]; empty = all GPUs.')
+    autostart: bool = False
+    persistent_mode: bool = False
+    port: int | None = Field(None, description="Internal port; null = allocate automatically.")
+    launch_args: str = ""
+    output_path: str = Field("", description="Folder under outputs/; empty = the instance's slug.")
+
+
+class InstancePatch(Schema):
+    name: str | None = None
+    gpu_ids: str | list[int] | None = None
+    autostart: bool | None = None
+    persistent_mode: bool | None = None
+    port: int | None = None
+    launch_args: str | None = None
+    output_path: str | None = None
+
+
+class InstanceUpdateOut(Schema):
+    instance: InstanceOut
+    changed: list[str]
+    restarted: bool
+    message: str
+
+
+class JobOut(Schema):
+    job_id: str
+    status: str
+    instance: InstanceOut
+
+
+class CloneIn(Schema):
+    name: str
+
+
+class LogChunkOut(Schema):
+    data: str
+    offset: int
+    next_offset: int
+    size: int
+    skipped: int
+
+
+class ScriptIn(Schema):
+    content: str
+
+
+class ScriptOut(Schema):
+    content: str
+    size: int
+    restarted: bool = False
+
+
+class BlueprintOut(Schema):
+    id: str
+    name: str
+    category: str
+    description: str
+    ready: str
+    ready_path: str
+    ready_timeout: int | None
+    custom: bool
+
+
+class BlueprintDetailOut(BlueprintOut):
+    script: str
+
+
+class BlueprintSaveIn(Schema):
+    instance_id: int
+    name: str = Field(..., description="New blueprint id: letters, digits, '_', '-', '.'.")
+    overwrite: bool = False
+
+
+class ErrorOut(Schema):
+    detail: str | list | dict

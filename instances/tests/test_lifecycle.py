@@ -1,0 +1,208 @@
+"""Instances as real processes under the live supervisord: start, readiness, stop, crashes,
+reconcile after SIGKILL of AiKore's own processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from django.core.management import call_command
+
+from instances import supervisor
+from instances.models import Instance, InstanceStatus
+from instances.tests.helpers import custom_blueprint, wait_for, wait_status
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+SLEEPER = """# aikore.name: Sleeper
+# aikore.ready: none
+echo "sleeper on $WEBUI_PORT"
+exec sleep 1000
+"""
+
+
+def http_get(port: int, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_demo_webui_create_start_stop_delete(live):
+    instance = Instance.objects.create_instance(name="Demo One", blueprint="demo-webui")
+    assert instance.script_path.read_text().startswith(("#", "\n")) or instance.script_path.exists()
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING, timeout=30)
+    assert instance.port and instance.pid
+    assert psutil.pid_exists(instance.pid)
+    assert "AiKore Demo WebUI" in http_get(instance.port)
+    wait_for(lambda: "GET / 200" in instance.log_path.read_text(), 5, "request line in the log")
+
+    # Starting a running instance is a harmless no-op: same process.
+    pid = instance.pid
+    instance.start()
+    time.sleep(0.5)  # let the (no-op) job run
+    instance = wait_status(instance, InstanceStatus.RUNNING)
+    assert instance.pid == pid
+    info = supervisor.process_info(instance.pk)
+    assert info["pid"] == pid
+
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED)
+    assert instance.pid is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not port_open(instance.port)
+    # Stopping a stopped instance is a no-op too.
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED)
+
+    directory = instance.directory
+    instance.delete_everything()
+    assert not directory.exists()
+    assert supervisor.process_info(instance.pk) is None
+    assert not supervisor.conf_path(instance.pk).exists()
+
+
+def test_stop_leaves_no_grandchild(live):
+    instance = Instance.objects.create_instance(name="Spawner", blueprint="spawner")
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING)
+    pids_file = instance.directory / "children.pids"
+    wait_for(pids_file.exists, 10, "children.pids")
+    children = [int(p) for p in pids_file.read_text().split()]
+    tree = [psutil.Process(instance.pid), *psutil.Process(instance.pid).children(recursive=True)]
+    assert len(children) >= 3 and all(psutil.pid_exists(p) for p in children)
+    # One grandchild escaped the process group with setsid: killasgroup alone would miss it.
+    assert any(os.getsid(p) != os.getsid(instance.pid) for p in children)
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED)
+    survivors = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert survivors == []
+
+
+def test_twenty_concurrent_starts_get_distinct_ports(live):
+    bp = custom_blueprint("sleeper", SLEEPER)
+    instances = [Instance.objects.create_instance(name=f"Race {i}", blueprint=bp) for i in range(20)]
+    threads = [threading.Thread(target=i.start) for i in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for instance in instances:
+        wait_status(instance, InstanceStatus.RUNNING, timeout=60)
+    ports = [i.port for i in instances]
+    assert len(set(ports)) == 20, ports
+    for instance in instances:
+        assert f"sleeper on {instance.port}" in instance.log_path.read_text()
+
+
+def test_crash_loop_backs_off_then_fails(live, settings):
+    bp = custom_blueprint("crasher", '# aikore.ready: none\necho "crash at $(date +%s.%N)"\nexit 3\n')
+    instance = Instance.objects.create_instance(name="Crasher", blueprint=bp)
+    instance.start()
+    wait_status(instance, InstanceStatus.FAILED, timeout=40)
+    assert instance.exit_code == 3
+    assert "Crashed 4 times" in instance.error_message
+    assert "crash at" in instance.error_message  # the log tail is kept with the reason
+    log = instance.log_path.read_text()
+    times = [float(t) for t in re.findall(r"crash at (\d+\.\d+)", log)]
+    assert len(times) == 4  # first run + 3 restarts (AIKORE_RESTART_LIMIT=3 in tests)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # backoff 1 s, 2 s, 4 s (AIKORE_RESTART_BACKOFF=1); the scheduler ticks once a second
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 3.9, gaps
+    assert gaps[0] < gaps[1] < gaps[2]
+    assert "restarting in 1 s" in log and "restarting in 2 s" in log and "restarting in 4 s" in log
+
+
+def test_environment_reaches_blueprint_exactly(live):
+    instance = Instance.objects.create_instance(
+        name="Env Check", blueprint="envdump", gpu_ids="1,0", launch_args="--foo 'bar baz' $HOME;x"
+    )
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING)
+    dump = instance.directory / "env.dump"
+    wait_for(dump.exists, 5, "env.dump")
+    env = dict(item.split("=", 1) for item in dump.read_text().split("\0") if "=" in item)
+    assert env["WEBUI_PORT"] == str(instance.port)
+    assert env["SUBFOLDER"] == "/instance/env-check/"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,0"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert env["INSTANCE_NAME"] == "Env Check" and env["INSTANCE_SLUG"] == "env-check"
+    assert env["AIKORE_LAUNCH_ARGS"] == "--foo 'bar baz' $HOME;x"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["BLUEPRINT_ID"] == "envdump"
+    assert Path(env["INSTANCE_OUTPUT_DIR"]).is_dir()
+    assert "AIKORE_SECRET_KEY" not in env and "DJANGO_SETTINGS_MODULE" not in env
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED)
+
+    instance.update_settings({"gpu_ids": ""})
+    dump.unlink()
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING)
+    wait_for(dump.exists, 5, "env.dump")
+    env = dict(item.split("=", 1) for item in dump.read_text().split("\0") if "=" in item)
+    assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def _restart_and_wait(stack, program: str) -> int:
+    old = psutil.Process(int(stack.supervisorctl("pid", program).strip()))
+    old.send_signal(signal.SIGKILL)
+    old.wait(5)
+
+    def back() -> bool:
+        out = stack.supervisorctl("pid", program).strip()
+        return out.isdigit() and int(out) not in (0, old.pid)
+
+    wait_for(back, 20, f"{program} restarted by supervisord")
+    return int(stack.supervisorctl("pid", program).strip())
+
+
+def test_sigkill_of_web_and_worker_leaves_instances_running(live):
+    bp = custom_blueprint("sleeper", SLEEPER)
+    instance = Instance.objects.create_instance(name="Survivor", blueprint=bp)
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING)
+    pid = instance.pid
+
+    _restart_and_wait(live, "daphne")
+    assert psutil.pid_exists(pid)
+
+    # Make the database lie, as after a crash mid-job, then kill the worker: its startup reconcile
+    # must restore the truth without touching the process.
+    Instance.objects.filter(pk=instance.pk).update(status=InstanceStatus.STOPPED, pid=None, want_running=False)
+    _restart_and_wait(live, "worker")
+    wait_status(instance, InstanceStatus.RUNNING, timeout=20)
+    assert instance.pid == pid and psutil.pid_exists(pid)
+    assert instance.want_running
+
+    # And the other way round: a dead process recorded as running is corrected.
+    other = Instance.objects.create_instance(name="Ghost", blueprint=bp)
+    Instance.objects.filter(pk=other.pk).update(status=InstanceStatus.RUNNING, pid=999999, want_running=True)
+    call_command("instances", "reconcile")
+    other.refresh_from_db()
+    assert other.status == InstanceStatus.STOPPED and other.pid is None
+
+
+def test_autostart_instances_start_at_boot(live):
+    bp = custom_blueprint("sleeper", SLEEPER)
+    auto = Instance.objects.create_instance(name="Auto", blueprint=bp, autostart=True)
+    manual = Instance.objects.create_instance(name="Manual", blueprint=bp)
+    call_command("instances", "boot")
+    wait_status(auto, InstanceStatus.RUNNING)
+    manual.refresh_from_db()
+    assert manual.status == InstanceStatus.STOPPED

@@ -1,0 +1,30 @@
+"""/api/system/*: ports, stats and GPUs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Router
+
+from instances.ports import port_is_bindable, used_ports
+from instances.models import Instance
+
+router = Router(tags=["system"])
+
+
+@router.get("/system/ports")
+def ports(request: HttpRequest, free_limit: int = 20) -> dict:
+    """Internal ports: which instance holds which, and the next free ones."""
+    low, high = settings.AIKORE_INSTANCE_PORT_RANGE
+    used = [
+        {"port": port, "instance_id": pk, "name": name}
+        for pk, name, port in Instance.objects.exclude(port__isnull=True).values_list("pk", "name", "port")
+    ]
+    taken = used_ports()
+    free: list[int] = []
+    for port in range(low, high + 1):
+        if len(free) >= max(0, min(free_limit, 1000)):
+            break
+        if port not in taken and port_is_bindable(port):
+            free.append(port)
+    return {"range": [low, high], "used": used, "free": free, "free_count": (high - low + 1) - len(taken)}
