@@ -126,7 +126,8 @@ def health(request: HttpRequest) -> dict:
 
 
 def _mount() -> None:
-    from instances.api import blueprint_router, router as instance_router
+    from instances.api import blueprint_router
+    from instances.api import router as instance_router
     from monitoring.api import router as monitoring_router
 
     api.add_router("", instance_router)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
+
+from aikore_site.origin import SameOriginValidator
 
 
 def websocket_urlpatterns() -> list:
@@ -27,5 +28,5 @@ def websocket_urlpatterns() -> list:
 def build_application(django_asgi_app):
     return ProtocolTypeRouter({
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns()))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns()))),
     })

@@ -1,4 +1,5 @@
-"""Background services that run once per web (daphne) process."""
+"""Background services that run once per web (daphne) process. A service that fails to start is
+logged and skipped: it must never take the pages and the API down with it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ async def start_services() -> None:
 
     try:
         await events.start_bridge()
-    except OSError as exc:
-        log.error("event bridge not started: %s", exc)
+    except Exception:
+        log.exception("event bridge not started")
     try:
         from monitoring.service import start_sampler
-    except ImportError:
-        return
-    await start_sampler()
+
+        await start_sampler()
+    except Exception:
+        log.exception("monitoring sampler not started")

@@ -3,7 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from accounts.views import RateLimitedLoginView
+from aikore_site import views
 from aikore_site.api import api
+from monitoring.views import metrics
 
 admin.site.site_header = "AiKore administration"
 admin.site.site_title = "AiKore admin"
@@ -16,4 +18,6 @@ urlpatterns = [
     path("admin/login/", RateLimitedLoginView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("metrics", metrics, name="metrics"),
+    path("", views.dashboard, name="dashboard"),
 ]

@@ -17,9 +17,9 @@ import fcntl
 import http.client
 import json
 import logging
-import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,7 +91,7 @@ def launch(pk: int, generation: int | None = None) -> None:
         if info and info["statename"] in supervisor.ALIVE_STATES:
             # Already running: a harmless no-op, never a second process.
             if instance.pid != info["pid"]:
-                instance.set_status(instance.status, pid=info["pid"], pid_create_time=_create_time(info["pid"]))
+                instance.observe(pid=info["pid"], pid_create_time=_create_time(info["pid"]))
             if instance.status == InstanceStatus.RUNNING:
                 return
             pid = info["pid"]
@@ -240,7 +240,17 @@ def _stop_processes(instance: Instance) -> None:
     info = supervisor.process_info(instance.pk)
     pid = info["pid"] if info and info.get("pid") else instance.pid
     tree = _process_tree(pid)
-    supervisor.stop_group(instance.pk)
+    # Ask without waiting (supervisord's own wait polls once a second), then watch the process
+    # ourselves: supervisord still escalates to SIGKILL after stopwaitsecs.
+    supervisor.stop_group(instance.pk, wait=False)
+    if tree:
+        psutil.wait_procs(tree[:1], timeout=settings.AIKORE_STOP_TIMEOUT + 5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        info = supervisor.process_info(instance.pk)
+        if not info or info["statename"] not in supervisor.ALIVE_STATES:
+            break
+        time.sleep(0.01)
     sweep(tree)
 
 
@@ -290,10 +300,18 @@ def backoff_delay(attempt: int) -> float:
     return min(settings.AIKORE_RESTART_BACKOFF * (2 ** max(0, attempt - 1)), settings.AIKORE_RESTART_BACKOFF_MAX)
 
 
-def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
-    """The instance's main process ended without us stopping it."""
+def schedule_restart(pk: int, generation: int, delay: float) -> None:
+    """Enqueue the crash restart after `delay` seconds. The watcher keeps the delay itself with a
+    timer (Huey's scheduler only ticks once a second, which would blur a 1 s backoff into 2 s)."""
     from instances import tasks
 
+    timer = threading.Timer(delay, lambda: tasks.crash_restart(pk, generation))
+    timer.daemon = True
+    timer.start()
+
+
+def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
+    """The instance's main process ended without us stopping it."""
     with instance_lock(pk):
         instance = _get(pk)
         if instance is None:
@@ -328,13 +346,13 @@ def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = F
         instance.append_log(message)
         instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
                             error_message=message, restart_count=attempt)
-        tasks.crash_restart.schedule(args=(pk, instance.generation), delay=delay)
+        schedule_restart(pk, instance.generation, delay)
 
 
 def process_started(pk: int, pid: int) -> None:
     instance = _get(pk)
     if instance and instance.pid != pid:
-        instance.set_status(instance.status, pid=pid, pid_create_time=_create_time(pid))
+        instance.observe(pid=pid, pid_create_time=_create_time(pid))
 
 
 # --- reconcile --------------------------------------------------------------------------------
@@ -365,13 +383,15 @@ def reconcile() -> list[str]:
                 instance.set_status(InstanceStatus.STARTING, **fields)
                 changes.append(f"{instance.slug}: adopted running pid {pid}")
             elif fields:
-                instance.set_status(instance.status, **fields)
+                instance.observe(**fields)
                 changes.append(f"{instance.slug}: pid corrected to {pid}")
             if instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
                 tasks.await_ready_task(instance.pk)
-        elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING) and not (
-            instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid
-        ):
+        elif instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid:
+            # Waiting for a crash restart whose timer may have died with the watcher: run it now.
+            tasks.crash_restart(instance.pk, instance.generation)
+            changes.append(f"{instance.slug}: pending restart resumed")
+        elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
             instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
             Instance.objects.filter(pk=instance.pk).update(want_running=False)
             changes.append(f"{instance.slug}: not running, marked stopped")

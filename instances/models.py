@@ -268,6 +268,15 @@ class Instance(models.Model):
         )
         self.publish()
 
+    def observe(self, **fields: object) -> None:
+        """Record observed facts (pid, ...) without touching status: a status read earlier by
+        this process may be stale, and writing it back would undo another process's change."""
+        for key, value in fields.items():
+            setattr(self, key, value)
+        Instance.objects.filter(pk=self.pk).update(**fields, updated_at=timezone.now())
+        self.refresh_from_db()
+        self.publish()
+
     def publish(self) -> None:
         from aikore_site import events
 
@@ -393,11 +402,14 @@ class Instance(models.Model):
     def delete_everything(self, keep_files: bool = False) -> None:
         """Stop synchronously (the caller waits), remove the supervisord group, the row and the
         directory (moved to trash/ with keep_files)."""
+        from aikore_site import events
         from instances import lifecycle
 
         lifecycle.halt(self, final=True)
         directory = self.directory
+        pk = self.pk
         self.delete()
+        events.publish(events.INSTANCES_GROUP, {"type": "instance.deleted", "id": pk})
         if directory.exists():
             if keep_files:
                 trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}"

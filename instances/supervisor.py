@@ -175,9 +175,11 @@ def start_webui(instance_id: int) -> dict:
     return process_info(instance_id) or {}
 
 
-def stop_group(instance_id: int) -> None:
+def stop_group(instance_id: int, wait: bool = True) -> None:
+    """SIGTERM to the process group, SIGKILL after stopwaitsecs (supervisord does both).
+    wait=True blocks until supervisord's main loop notices, which can take up to a second."""
     try:
-        call("stopProcessGroup", group_name(instance_id), True)
+        call("stopProcessGroup", group_name(instance_id), wait)
     except xmlrpc.client.Fault as exc:
         if exc.faultCode not in (Faults.BAD_NAME, Faults.NOT_RUNNING):
             raise SupervisorError(f"supervisord could not stop the instance: {exc.faultString}") from exc

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router
 
-from instances.ports import port_is_bindable, used_ports
 from instances.models import Instance
+from instances.ports import port_is_bindable, used_ports
 
 router = Router(tags=["system"])
 
@@ -28,3 +28,29 @@ def ports(request: HttpRequest, free_limit: int = 20) -> dict:
         if port not in taken and port_is_bindable(port):
             free.append(port)
     return {"range": [low, high], "used": used, "free": free, "free_count": (high - low + 1) - len(taken)}
+
+
+@router.get("/system/stats")
+def stats(request: HttpRequest, history: float = 0) -> dict:
+    """The latest sample; with ?history=<seconds> also the samples of that period (ring buffer)."""
+    from monitoring.sampler import get_sampler
+
+    sampler = get_sampler()
+    latest = sampler.latest() or sampler.sample()
+    result: dict = {"latest": latest, "interval": sampler.interval}
+    if history > 0:
+        result["history"] = sampler.history(min(history, 86400.0))
+    return result
+
+
+@router.get("/system/gpus")
+def gpus(request: HttpRequest) -> dict:
+    from monitoring.sampler import get_sampler
+
+    sampler = get_sampler()
+    gpu = (sampler.latest() or sampler.sample())["gpu"]
+    return {
+        "available": gpu["available"],
+        "reason": gpu.get("reason"),
+        "gpus": [{"index": g["index"], "name": g["name"], "memory_total": g.get("memory_total")} for g in gpu["gpus"]],
+    }

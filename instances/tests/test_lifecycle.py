@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -121,7 +122,7 @@ def test_crash_loop_backs_off_then_fails(live, settings):
     log = instance.log_path.read_text()
     times = [float(t) for t in re.findall(r"crash at (\d+\.\d+)", log)]
     assert len(times) == 4  # first run + 3 restarts (AIKORE_RESTART_LIMIT=3 in tests)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     # backoff 1 s, 2 s, 4 s (AIKORE_RESTART_BACKOFF=1); the scheduler ticks once a second
     assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 3.9, gaps
     assert gaps[0] < gaps[1] < gaps[2]

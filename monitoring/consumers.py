@@ -1,0 +1,26 @@
+"""/ws/system/: the sampler's history on connect, then each sample as it is taken."""
+
+from __future__ import annotations
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from aikore_site import events
+
+
+class SystemConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=4401)
+            return
+        from monitoring.sampler import get_sampler
+
+        await self.channel_layer.group_add(events.SYSTEM_GROUP, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "history", "samples": get_sampler().history(None)})
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(events.SYSTEM_GROUP, self.channel_name)
+
+    async def system_sample(self, event: dict) -> None:
+        await self.send_json({"type": "sample", "sample": event["sample"]})
