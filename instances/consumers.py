@@ -90,7 +90,10 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
                 lines = BACKFILL_LINES
             offset = await asyncio.to_thread(logs.tail_offset, self.log_path, lines)
         self.offset = offset
+        self.sent_any = False
         await self._pump(kind="backfill", until=end)
+        if not self.sent_any:  # always tell the client where it stands
+            await self.send_json({"type": "backfill", "data": "", "offset": self.offset})
         self.task = asyncio.ensure_future(self._follow())
 
     async def disconnect(self, code: int) -> None:
@@ -136,6 +139,7 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
                 if cut == 0:
                     cut = len(data)
             self.offset = chunk.offset + cut
+            self.sent_any = True
             await self.send_json({"type": kind, "data": data[:cut].decode("utf-8", errors="replace"),
                                   "offset": self.offset})
             if until is not None and self.offset >= until:
