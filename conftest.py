@@ -132,3 +132,11 @@ def alice(django_user_model):
 def bob(django_user_model):
     """A regular, non-staff user."""
     return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Login rate-limit counters live in the cache: start every test with a clean slate."""
+    from django.core.cache import cache
+
+    cache.clear()
