@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from accounts.views import RateLimitedLoginView
@@ -11,7 +12,15 @@ admin.site.site_header = "AiKore administration"
 admin.site.site_title = "AiKore admin"
 admin.site.site_url = "/"
 
+
+
+def ping(request: HttpRequest) -> HttpResponse:
+    """Trivial liveness answer (no DB, no auth): the baseline view of bench/api.py."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
 urlpatterns = [
+    path("_aikore/ping", ping, name="ping"),
     path("login/", RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The admin uses the same rate-limited login page.
