@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -17,13 +21,55 @@ STATUS_COLOURS = {
 }
 
 
+EDITABLE_FIELDS = ("name", "gpu_ids", "port", "autostart", "persistent_mode", "launch_args", "output_path")
+
+
+class InstanceAdminForm(forms.ModelForm):
+    """The admin's edit form validates exactly like the API: the changes are checked by
+    Instance.update_settings() rules here, and applied by it in save_model()."""
+
+    class Meta:
+        model = Instance
+        fields = EDITABLE_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        from instances import validators
+        from instances.gpus import detected_gpu_count
+
+        data = super().clean()
+        checks = {
+            "name": validators.validate_name,
+            "gpu_ids": lambda v: validators.validate_gpu_ids(v, detected_gpu_count()),
+            "port": validators.validate_port,
+            "launch_args": validators.validate_launch_args,
+            "output_path": validators.validate_output_path,
+        }
+        for field, check in checks.items():
+            if field in self.changed_data and field not in self.errors:
+                try:
+                    data[field] = check(data.get(field))
+                except ValidationError as exc:
+                    self.add_error(field, exc.message_dict.get(field, exc.messages) if hasattr(exc, "error_dict") else exc)
+        if self.instance.pk and not self.errors:
+            candidate = Instance(pk=self.instance.pk, name=data.get("name", self.instance.name),
+                                 port=data.get("port", self.instance.port))
+            candidate.slug = validators.slug_for(candidate.name)
+            try:
+                candidate.check_unique()
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    self.add_error(field if field in self.fields else None, errors)
+        return data
+
+
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
+    form = InstanceAdminForm
     list_display = ("name", "status_badge", "base_blueprint", "gpus", "port", "pid", "autostart",
                     "persistent_mode", "updated_at")
     list_filter = ("status", "base_blueprint", "autostart", "persistent_mode")
     search_fields = ("name", "slug", "base_blueprint", "launch_args")
-    readonly_fields = ("slug", "status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
+    readonly_fields = ("slug", "base_blueprint", "status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
                        "stopped_at", "exit_code", "error_message", "restart_count", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "base_blueprint", "gpu_ids", "port", "autostart", "persistent_mode",
@@ -33,6 +79,19 @@ class InstanceAdmin(admin.ModelAdmin):
         ("Times", {"fields": ("created_at", "updated_at")}),
     )
     actions = ("start_selected", "stop_selected", "restart_selected")
+
+    def save_model(self, request: HttpRequest, obj: Instance, form: forms.ModelForm, change: bool) -> None:
+        """Apply the edit through Instance.update_settings() (restart if needed, safe rename),
+        never by writing the row directly."""
+        current = Instance.objects.get(pk=obj.pk)
+        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE_FIELDS}
+        try:
+            result = current.update_settings(changes)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return
+        obj.refresh_from_db()
+        self.message_user(request, result["message"], messages.INFO)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Creation needs the blueprint copy and validation of create_instance(): use the dashboard,

@@ -108,7 +108,9 @@ def test_twenty_concurrent_starts_get_distinct_ports(live):
     ports = [i.port for i in instances]
     assert len(set(ports)) == 20, ports
     for instance in instances:
-        assert f"sleeper on {instance.port}" in instance.log_path.read_text()
+        # ready=none: "running" can precede supervisord copying the first line into the log.
+        wait_for(lambda i=instance: f"sleeper on {i.port}" in i.log_path.read_text(), 10,
+                 f"{instance.name}'s first log line")
 
 
 def test_crash_loop_backs_off_then_fails(live, settings):

@@ -1,0 +1,114 @@
+"""The Django admin for instances: list, filters, search, actions that enqueue the same jobs as every
+other entry point, and an edit form that validates like the API (no live processes needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from huey.contrib.djhuey import HUEY
+
+from instances.models import Instance
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bp() -> str:
+    (Path(settings.CUSTOM_BLUEPRINTS_DIR) / "admin-bp.sh").write_text("# aikore.ready: none\nexec sleep 100\n")
+    return "admin-bp"
+
+
+@pytest.fixture
+def staff(alice) -> Client:
+    c = Client(enforce_csrf_checks=True)
+    c.get("/login/")
+    c.force_login(alice)
+    return c
+
+
+def form_data(c: Client, instance: Instance, **changes: object) -> dict:
+    data = {
+        "name": instance.name, "gpu_ids": instance.gpu_ids, "port": instance.port or "",
+        "launch_args": instance.launch_args, "output_path": instance.output_path,
+        "csrfmiddlewaretoken": c.cookies[settings.CSRF_COOKIE_NAME].value,
+        "_save": "Save",
+    }
+    if instance.autostart:
+        data["autostart"] = "on"
+    data.update(changes)
+    return data
+
+
+def test_changelist_shows_status_gpus_port_and_filters(staff, bp):
+    Instance.objects.create_instance(name="Comfy A", blueprint=bp, gpu_ids="", port=29350)
+    Instance.objects.create_instance(name="Trainer B", blueprint=bp, autostart=True)
+    page = staff.get("/admin/instances/instance/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Comfy A" in html and "Trainer B" in html and "29350" in html and ">stopped<" in html
+    assert "By status" in html or "status__exact" in html
+    found = staff.get("/admin/instances/instance/?q=Trainer").content.decode()
+    assert "Trainer B" in found and "Comfy A" not in found
+    only_autostart = staff.get("/admin/instances/instance/?autostart__exact=1").content.decode()
+    assert "Trainer B" in only_autostart and "Comfy A" not in only_autostart
+
+
+def test_actions_enqueue_lifecycle_jobs(staff, bp):
+    one = Instance.objects.create_instance(name="One", blueprint=bp)
+    two = Instance.objects.create_instance(name="Two", blueprint=bp)
+    HUEY.flush()
+    response = staff.post("/admin/instances/instance/", {
+        "action": "start_selected", "_selected_action": [one.pk, two.pk],
+        "csrfmiddlewaretoken": staff.cookies[settings.CSRF_COOKIE_NAME].value,
+    })
+    assert response.status_code == 302
+    assert HUEY.pending_count() == 2
+    assert {t.name for t in HUEY.pending()} == {"start_instance"}
+    assert Instance.objects.filter(want_running=True).count() == 2
+    HUEY.flush()
+    staff.post("/admin/instances/instance/", {
+        "action": "stop_selected", "_selected_action": [one.pk],
+        "csrfmiddlewaretoken": staff.cookies[settings.CSRF_COOKIE_NAME].value,
+    })
+    assert [t.name for t in HUEY.pending()] == ["stop_instance"]
+    one.refresh_from_db()
+    assert one.want_running is False
+    HUEY.flush()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("name", "../x", "name"),
+    ("name", "a;b", "name"),
+    ("gpu_ids", "0,abc", "GPU"),
+    ("port", "80", "port"),
+    ("output_path", "../../etc", "output"),
+])
+def test_edit_form_refuses_what_the_api_refuses(staff, bp, field, value, message):
+    instance = Instance.objects.create_instance(name="Editable", blueprint=bp)
+    response = staff.post(f"/admin/instances/instance/{instance.pk}/change/", form_data(staff, instance, **{field: value}))
+    assert response.status_code == 200  # the form again, with the error
+    assert "errornote" in response.content.decode() or "errorlist" in response.content.decode()
+    instance.refresh_from_db()
+    assert instance.name == "Editable" and instance.gpu_ids == "" and instance.output_path == ""
+
+
+def test_edit_form_renames_through_update_settings(staff, bp):
+    instance = Instance.objects.create_instance(name="Old Name", blueprint=bp)
+    old_dir = instance.directory
+    response = staff.post(f"/admin/instances/instance/{instance.pk}/change/",
+                          form_data(staff, instance, name="New Name", autostart="on"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    instance.refresh_from_db()
+    assert (instance.name, instance.slug, instance.autostart) == ("New Name", "new-name", True)
+    assert instance.script_path.exists() and not old_dir.exists()
+
+
+def test_edit_form_name_conflict(staff, bp):
+    Instance.objects.create_instance(name="Taken", blueprint=bp)
+    instance = Instance.objects.create_instance(name="Mine", blueprint=bp)
+    response = staff.post(f"/admin/instances/instance/{instance.pk}/change/", form_data(staff, instance, name="taken"))
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
