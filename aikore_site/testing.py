@@ -28,3 +28,8 @@ os.environ.setdefault("AIKORE_READY_TIMEOUT", "30")
 os.environ.setdefault("AIKORE_SAMPLE_INTERVAL", "0.5")
 os.environ.setdefault("AIKORE_ADMIN_PASSWORD", "admin-test-password")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aikore_site.settings")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Browser tests run last, in one place: they are the slowest and need everything else working."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
