@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -118,6 +119,8 @@ AIKORE_LOG_MAX_BYTES = env_int("AIKORE_LOG_MAX_BYTES", 10 * 1024 * 1024, 1024)
 AIKORE_LOG_BACKUPS = env_int("AIKORE_LOG_BACKUPS", 3, 0, 100)
 AIKORE_SAMPLE_INTERVAL = env_float("AIKORE_SAMPLE_INTERVAL", 1.0, 0.05)
 AIKORE_HISTORY_SECONDS = env_int("AIKORE_HISTORY_SECONDS", 900, 60, 86400)
+# How often a missing/failed NVML is retried (never in a hot loop).
+AIKORE_GPU_RETRY_SECONDS = env_float("AIKORE_GPU_RETRY_SECONDS", 60.0, 1.0)
 
 STOCK_BLUEPRINTS_DIR = BASE_DIR / "blueprints"
 CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"
@@ -132,6 +135,10 @@ SUPERVISOR_INSTANCE_CONF_DIR = AIKORE_DATA_DIR / "supervisor" / "instances"
 DAPHNE_SOCKET = RUN_DIR / "daphne.sock"
 EVENTS_SOCKET = RUN_DIR / "events.sock"
 NGINX_DIR = AIKORE_DATA_DIR / "nginx"
+# nginx (proxy/): the binary, and how long nginx may answer instance auth checks from its own
+# cache (0 = ask Django on every request; a logout takes effect within this many seconds).
+AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbin/nginx"
+AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
 
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
              TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):

@@ -7,6 +7,7 @@ from accounts.views import RateLimitedLoginView
 from aikore_site import views
 from aikore_site.api import api
 from monitoring.views import metrics
+from proxy.views import auth_check
 
 admin.site.site_header = "AiKore administration"
 admin.site.site_title = "AiKore admin"
@@ -21,6 +22,8 @@ def ping(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("_aikore/ping", ping, name="ping"),
+    # nginx auth_request target (internal in nginx: only subrequests reach it through the proxy).
+    path("_aikore/auth", auth_check, name="proxy-auth"),
     path("login/", RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The admin uses the same rate-limited login page.

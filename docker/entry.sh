@@ -11,6 +11,8 @@ export AIKORE_DATA_DIR="$(realpath -m "${AIKORE_DATA_DIR:-$AIKORE_HOME/data}")"
 export DJANGO_SETTINGS_MODULE=aikore_site.settings
 export PYTHONUNBUFFERED=1
 export PATH="$(dirname "$AIKORE_PYTHON"):$PATH"
+# Debian keeps nginx in /usr/sbin, which is not on a normal user's PATH.
+export AIKORE_NGINX="${AIKORE_NGINX:-$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || echo /usr/sbin/nginx)}"
 
 cd "$AIKORE_HOME"
 mkdir -p "$AIKORE_DATA_DIR"/{run,logs,supervisor/instances}
@@ -19,5 +21,6 @@ rm -f "$AIKORE_DATA_DIR/run/supervisor.sock" "$AIKORE_DATA_DIR/run/daphne.sock"
 "$AIKORE_PYTHON" manage.py migrate --noinput -v 0
 "$AIKORE_PYTHON" manage.py aikore_init
 "$AIKORE_PYTHON" manage.py collectstatic --noinput -v 0
+"$AIKORE_PYTHON" manage.py render_nginx
 
 exec "$AIKORE_PYTHON" -m supervisor.supervisord -c "$AIKORE_HOME/docker/supervisord.conf"

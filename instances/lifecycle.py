@@ -114,6 +114,13 @@ def _spawn(instance: Instance) -> int | None:
     if not port_is_bindable(instance.port):
         _fail(instance, f"Port {instance.port} is in use by another program; pick another port.")
         return None
+    if settings.AIKORE_PUBLIC_PORT_RANGE:
+        try:
+            allocate_port(instance, field="public_port", port_range=settings.AIKORE_PUBLIC_PORT_RANGE)
+        except NoFreePort as exc:
+            # The sub-path still works; only the per-port fallback is missing.
+            instance.append_log(f"no public port: {exc}")
+    _update_proxy()  # nginx learns the route while the app boots
     bp = instance.blueprint()
     if not instance.script_path.exists():
         if bp is None:
@@ -140,11 +147,20 @@ def _spawn(instance: Instance) -> int | None:
     return pid
 
 
+def _update_proxy() -> None:
+    """Enqueue the nginx regeneration job (it renders from the database, so it sees this change;
+    one that finds nothing changed costs a render)."""
+    from proxy.tasks import regenerate_nginx
+
+    regenerate_nginx()
+
+
 def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None:
     log.warning("instance %s failed: %s", instance.slug, reason)
     instance.append_log(f"failed: {reason}")
     Instance.objects.filter(pk=instance.pk).update(want_running=False)
     instance.set_status(InstanceStatus.FAILED, error_message=reason, exit_code=exit_code, pid=None)
+    _update_proxy()
 
 
 def check_ready(kind: str, path: str, port: int) -> bool:
@@ -271,9 +287,11 @@ def halt(instance: Instance, final: bool = False) -> None:
         if final:
             with contextlib.suppress(supervisor.SupervisorError):
                 supervisor.remove_group(instance.pk)
+            _update_proxy()
             return
         if running or instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
             instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+        _update_proxy()
 
 
 def halt_by_id(pk: int) -> None:
@@ -312,6 +330,13 @@ def schedule_restart(pk: int, generation: int, delay: float) -> None:
 
 def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
     """The instance's main process ended without us stopping it."""
+    try:
+        _handle_exit(pk, pid, exit_code, fatal)
+    finally:
+        _update_proxy()  # a no-op while a crash restart keeps the route
+
+
+def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
     with instance_lock(pk):
         instance = _get(pk)
         if instance is None:

@@ -54,5 +54,8 @@ def reconcile_on_startup() -> None:
     try:
         for change in lifecycle.reconcile():
             log.warning("reconcile: %s", change)
+        from proxy.tasks import regenerate_nginx
+
+        regenerate_nginx()  # routes for what actually runs now
     finally:
         close_old_connections()

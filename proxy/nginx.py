@@ -1,0 +1,172 @@
+"""The one module that talks to nginx: test a candidate config, install it, signal the master.
+
+nginx runs under supervisord as AiKore's own user (daemon off, master_process on) with its prefix,
+pid file, logs and temp dirs in $AIKORE_DATA_DIR/nginx, so nothing here needs root. A reload is
+`nginx -t` on the candidate, an atomic rename over nginx.conf and SIGHUP to the master: the master
+starts new workers and lets the old ones finish their open connections (websockets included), so
+a reload never cuts another instance's stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+
+from instances.models import atomic_write
+from proxy.render import render_nginx_config
+
+log = logging.getLogger(__name__)
+
+TEST_TIMEOUT = 30  # s; `nginx -t` takes ~10 ms with 50 instances
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    changed: bool  # False: the rendered config equals the live one (nothing to do)
+    reloaded: bool  # the master was signalled
+    error: str = ""
+    duration_ms: float = 0.0
+    at: float = field(default_factory=time.time)
+
+
+def nginx_dir() -> Path:
+    return Path(settings.NGINX_DIR)
+
+
+def config_path() -> Path:
+    return nginx_dir() / "nginx.conf"
+
+
+def candidate_path() -> Path:
+    return nginx_dir() / "nginx.conf.new"
+
+
+def rejected_path() -> Path:
+    return nginx_dir() / "nginx.conf.rejected"
+
+
+def status_path() -> Path:
+    return nginx_dir() / "status.json"
+
+
+def pid_path() -> Path:
+    return nginx_dir() / "nginx.pid"
+
+
+def command(*args: str, config: Path | None = None) -> list[str]:
+    """nginx with AiKore's prefix and error log (-e: so it never touches /var/log/nginx)."""
+    return [
+        settings.AIKORE_NGINX, "-p", f"{nginx_dir()}/", "-e", str(nginx_dir() / "error.log"),
+        "-c", str(config or config_path()), *args,
+    ]
+
+
+def prepare_dirs() -> None:
+    for sub in ("tmp", "cache"):
+        (nginx_dir() / sub).mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def regeneration_lock() -> Iterator[None]:
+    """One regeneration at a time, across the worker's threads and any other process."""
+    nginx_dir().mkdir(parents=True, exist_ok=True)
+    with open(nginx_dir() / "regenerate.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def test_config(path: Path) -> tuple[bool, str]:
+    """`nginx -t` on a config file: (ok, nginx's own words)."""
+    try:
+        result = subprocess.run(command("-t", "-q", config=path), capture_output=True, text=True,
+                                timeout=TEST_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"could not run {settings.AIKORE_NGINX}: {exc}"
+    return result.returncode == 0, (result.stderr + result.stdout).strip()
+
+
+def master_pid() -> int | None:
+    """The running master's pid, or None (nginx not started yet, or a stale pid file)."""
+    try:
+        pid = int(pid_path().read_text().strip())
+        proc = psutil.Process(pid)
+        # A stale pid file may name a recycled pid: only signal an nginx master.
+        if "nginx" not in proc.name() and not any("nginx" in part for part in proc.cmdline()[:1]):
+            return None
+        return pid
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def signal_reload() -> bool:
+    pid = master_pid()
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def write_status(result: ReloadResult) -> None:
+    atomic_write(status_path(), json.dumps(asdict(result)))
+
+
+def last_status() -> dict | None:
+    """The outcome of the last regeneration (for the health endpoint and the admin)."""
+    try:
+        return json.loads(status_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def install(text: str, reload: bool = True) -> ReloadResult:
+    """Test `text` as the new nginx.conf; when it passes, make it live and (if nginx runs) reload.
+    When it fails, the live config stays as it was and the rejected file is kept for a look."""
+    started = time.perf_counter()
+    prepare_dirs()
+    live = config_path()
+    current = live.read_text() if live.exists() else None
+    if current == text:
+        return ReloadResult(ok=True, changed=False, reloaded=False,
+                            duration_ms=(time.perf_counter() - started) * 1000)
+    candidate = candidate_path()
+    atomic_write(candidate, text)
+    ok, output = test_config(candidate)
+    if not ok:
+        os.replace(candidate, rejected_path())
+        result = ReloadResult(ok=False, changed=True, reloaded=False,
+                              error=f"nginx -t rejected the new config; the previous one stays live.\n{output}",
+                              duration_ms=(time.perf_counter() - started) * 1000)
+        log.error("%s", result.error)
+        write_status(result)
+        return result
+    os.replace(candidate, live)
+    reloaded = signal_reload() if reload else False
+    result = ReloadResult(ok=True, changed=True, reloaded=reloaded,
+                          duration_ms=(time.perf_counter() - started) * 1000)
+    write_status(result)
+    return result
+
+
+def regenerate(source: str | None = None, reload: bool = True) -> ReloadResult:
+    """Render the config from the database and install it (serialised)."""
+    with regeneration_lock():
+        return install(render_nginx_config(source), reload=reload)

@@ -1,0 +1,141 @@
+"""The nginx configuration, rendered from the database by one function: render_nginx_config().
+
+Only three kinds of value reach the file: slugs ([a-z0-9-]), integers (ports) and paths/addresses
+already checked by settings.py. Each is checked again here (defence in depth: a slug written to the
+database by something other than the validators must not become an nginx directive); an instance
+that fails the check is left out of the config and logged, the rest of the proxy keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Q
+from django.template import engines
+from django.template.loader import get_template
+
+from instances.models import ACTIVE_STATUSES, Instance
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "proxy/nginx.conf"
+SAFE_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
+SAFE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+WORKER_SHUTDOWN_TIMEOUT = 3600  # s: websockets to instances survive reloads for up to an hour
+
+
+class UnsafeValue(ValueError):
+    """A value that must never reach the nginx config (it could be read as syntax)."""
+
+
+@dataclass(frozen=True)
+class ProxiedInstance:
+    slug: str
+    port: int
+    public_port: int | None
+
+    @property
+    def url_prefix(self) -> str:
+        return f"/instance/{self.slug}"
+
+
+def safe_slug(value: object) -> str:
+    if not isinstance(value, str) or not SAFE_SLUG.fullmatch(value):
+        raise UnsafeValue(f"not a slug: {value!r}")
+    return value
+
+
+def safe_port(value: object) -> int:
+    # bool is an int subclass; True is not a port.
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise UnsafeValue(f"not a port: {value!r}")
+    return value
+
+
+def safe_path(value: object) -> str:
+    text = str(value)
+    if not SAFE_PATH.fullmatch(text):
+        raise UnsafeValue(f"not a plain absolute path: {text!r}")
+    return text
+
+
+def safe_word(value: object) -> str:
+    text = str(value)
+    if not SAFE_WORD.fullmatch(text):
+        raise UnsafeValue(f"not a plain word: {text!r}")
+    return text
+
+
+def listen_address(bind: str, port: int) -> str:
+    """AIKORE_BIND plus a port, as nginx's listen wants it ("[::1]:9000" for IPv6)."""
+    if not re.fullmatch(r"[0-9A-Fa-f.:\[\]]+|localhost|\*", bind):
+        raise UnsafeValue(f"not an address: {bind!r}")
+    if ":" in bind and not bind.startswith("["):
+        bind = f"[{bind}]"
+    return f"{bind}:{safe_port(port)}"
+
+
+def proxied_instances() -> list[ProxiedInstance]:
+    """Instances that run or are about to (a crash restart keeps its location: no churn)."""
+    rows = (
+        Instance.objects.filter(Q(want_running=True) | Q(status__in=ACTIVE_STATUSES))
+        .exclude(port__isnull=True)
+        .order_by("slug")
+        .values_list("slug", "port", "public_port")
+    )
+    result = []
+    for slug, port, public_port in rows:
+        try:
+            result.append(ProxiedInstance(
+                safe_slug(slug), safe_port(port), safe_port(public_port) if public_port else None,
+            ))
+        except UnsafeValue as exc:
+            log.error("instance left out of the nginx config: %s", exc)
+    return result
+
+
+def _run_as_user() -> str | None:
+    """As root, name the current user so workers are not demoted to nobody; otherwise nginx
+    cannot switch users anyway (and would warn), so say nothing."""
+    if os.geteuid() != 0:
+        return None
+    return safe_word(pwd.getpwuid(os.geteuid()).pw_name)
+
+
+def template_source() -> str:
+    """The text of the app's template (tests derive broken variants from it)."""
+    return (settings.BASE_DIR / "proxy" / "templates" / TEMPLATE_NAME).read_text()
+
+
+def render_nginx_config(source: str | None = None) -> str:
+    """The complete nginx.conf for the current database state. `source` replaces the app's
+    template text (tests use it to feed a broken template to the reload path)."""
+    instances = proxied_instances()
+    public = [i for i in instances if i.public_port and settings.AIKORE_PUBLIC_PORT_RANGE]
+    bind = settings.AIKORE_BIND
+    context = {
+        "run_as_user": _run_as_user(),
+        "worker_processes": "auto",
+        "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT,
+        "nginx_dir": safe_path(settings.NGINX_DIR),
+        "daphne_socket": safe_path(settings.DAPHNE_SOCKET),
+        "static_root": safe_path(settings.STATIC_ROOT),
+        "session_cookie": safe_word(settings.SESSION_COOKIE_NAME),
+        "auth_cache_seconds": int(settings.AIKORE_AUTH_CACHE_SECONDS),
+        "listen": listen_address(bind, settings.AIKORE_PORT),
+        "bind": listen_address(bind, 1).rsplit(":", 1)[0],
+        # Anonymous visitors of a public port log in on the main port, then land on the
+        # instance's sub-path there.
+        "main_port": f"$scheme://$host:{safe_port(settings.AIKORE_PORT)}",
+        "instances": instances,
+        "public_instances": public,
+    }
+    template = get_template(TEMPLATE_NAME) if source is None else engines["django"].from_string(source)
+    # Template tags leave runs of blank lines behind: keep the file readable.
+    return re.sub(r"\n(?:[ \t]*\n)+", "\n\n", template.render(context))
