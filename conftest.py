@@ -18,6 +18,10 @@ from django.conf import settings
 
 REPO = Path(__file__).resolve().parent
 TEST_BLUEPRINTS = REPO / "instances" / "tests" / "blueprints"
+# The live stack also serves each instance at the root of its own port (nginx, proxy/). Settings
+# are loaded before this file, so tests that render the nginx config in-process set the same
+# range with the settings fixture (proxy/tests).
+PUBLIC_PORT_RANGE = os.environ.get("AIKORE_PUBLIC_PORT_RANGE") or "29401-29450"
 
 
 class Stack:
@@ -49,6 +53,7 @@ def stack_env() -> dict[str, str]:
         "AIKORE_DATA_DIR": str(settings.AIKORE_DATA_DIR),
         "AIKORE_HOME": str(REPO),
         "AIKORE_PYTHON": str(REPO / ".venv" / "bin" / "python"),
+        "AIKORE_PUBLIC_PORT_RANGE": PUBLIC_PORT_RANGE,
     }
 
 
@@ -60,6 +65,13 @@ def _wait_for(predicate, timeout: float, what: str, stack_log: Path) -> None:
         time.sleep(0.05)
     log = stack_log.read_text(errors="replace") if stack_log.exists() else ""
     raise RuntimeError(f"stack did not come up: {what}\n{log[-4000:]}")
+
+
+def _nginx_up() -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.AIKORE_PORT}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _daphne_up() -> bool:
@@ -89,6 +101,7 @@ def stack(django_db_setup, django_db_blocker) -> Iterator[Stack]:
         _wait_for(lambda: proc.poll() is None and Path(settings.SUPERVISOR_SOCKET).exists(), 60,
                   "supervisord socket", log_path)
         _wait_for(_daphne_up, 60, "daphne answering /api/health", log_path)
+        _wait_for(_nginx_up, 60, "nginx answering /api/health on AIKORE_PORT", log_path)
         extra = getattr(settings, "AIKORE_TEST_STACK_READY", None)
         if extra:
             _wait_for(extra, 30, "extra readiness", log_path)

@@ -145,8 +145,11 @@ def install(text: str, reload: bool = True) -> ReloadResult:
     live = config_path()
     current = live.read_text() if live.exists() else None
     if current == text:
-        return ReloadResult(ok=True, changed=False, reloaded=False,
-                            duration_ms=(time.perf_counter() - started) * 1000)
+        result = ReloadResult(ok=True, changed=False, reloaded=False,
+                              duration_ms=(time.perf_counter() - started) * 1000)
+        if (last_status() or {}).get("ok") is not True:
+            write_status(result)  # what is live is what the database asks for again
+        return result
     candidate = candidate_path()
     atomic_write(candidate, text)
     ok, output = test_config(candidate)

@@ -117,7 +117,9 @@ def render_nginx_config(source: str | None = None) -> str:
     """The complete nginx.conf for the current database state. `source` replaces the app's
     template text (tests use it to feed a broken template to the reload path)."""
     instances = proxied_instances()
-    public = [i for i in instances if i.public_port and settings.AIKORE_PUBLIC_PORT_RANGE]
+    # A public port outside the configured range (or with the range unset) is no longer served.
+    low, high = settings.AIKORE_PUBLIC_PORT_RANGE or (1, 0)
+    public = [i for i in instances if i.public_port and low <= i.public_port <= high]
     bind = settings.AIKORE_BIND
     context = {
         "run_as_user": _run_as_user(),

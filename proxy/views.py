@@ -18,8 +18,10 @@ LOGIN_BASE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 
 def login_redirect(request: HttpRequest) -> str:
     """Where nginx sends an anonymous browser: the login page, then back to what it asked for.
-    Empty for scripts (a Bearer header, or not a page load): they get the plain 401."""
-    if request.headers.get("Authorization") or request.headers.get("X-Original-Method", "GET") not in LOGIN_FOR_METHODS:
+    Empty for scripts (a Bearer header, not a page load, a websocket handshake): they get the
+    plain 401."""
+    if (request.headers.get("Authorization") or request.headers.get("X-Original-Upgrade")
+            or request.headers.get("X-Original-Method", "GET") not in LOGIN_FOR_METHODS):
         return ""
     original = request.headers.get("X-Original-URI", "/")
     if not original.startswith("/") or original.startswith("//"):
