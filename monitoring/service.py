@@ -15,18 +15,6 @@ log = logging.getLogger(__name__)
 _task: asyncio.Task | None = None
 
 
-def running_instance_pids() -> dict[int, int]:
-    """{instance id: pid} of instances with a live process (read in the sampler's thread)."""
-    from django.db import close_old_connections
-
-    from instances.models import Instance
-
-    try:
-        return dict(Instance.objects.exclude(pid__isnull=True).values_list("pk", "pid"))
-    finally:
-        close_old_connections()
-
-
 async def _push(sample: dict) -> None:
     layer = get_channel_layer()
     if layer is not None:
