@@ -1,0 +1,284 @@
+"""nginx in front of the demo WebUI, against the demo WebUI on its own port, in the same run.
+
+Prints: requests/s and p50/p99 latency of GET /echo through nginx (auth_request, with nginx's
+short auth cache as shipped, and with it off so Django answers every check) vs direct; the
+auth view's own Django time; websocket echo round-trip through nginx vs direct; time from a start
+job to the instance answering through the proxy (and directly); reload time with 50 instances
+(render, nginx -t, SIGHUP, until the new location answers). Targets: >= 85 % of direct throughput
+with auth on, < 1 ms added websocket round-trip, reload < 100 ms.
+
+    .venv/bin/python bench/proxy.py [--seconds 4] [--concurrency 16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+from _stack import REPO, percentile, running_stack
+from websockets.sync.client import connect
+
+PUBLIC_RANGE = "39501-39560"
+BENCH_BLUEPRINT = """#!/usr/bin/env bash
+# aikore.name: Demo WebUI (TCP_NODELAY, bench only)
+# aikore.description: blueprints/demo_webui.py with Nagle off
+# aikore.ready: http /
+exec {python} -c 'import runpy, socketserver, sys; socketserver.StreamRequestHandler.disable_nagle_algorithm = True; \
+runpy.run_path(sys.argv[1], run_name="__main__")' {demo}
+"""
+
+
+@dataclass
+class Load:
+    latencies_ms: list[float]
+    seconds: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+    def line(self, label: str) -> str:
+        return (f"  {label:<44} {self.rps:7.0f} req/s  p50 {statistics.median(self.latencies_ms):5.2f} ms  "
+                f"p99 {percentile(self.latencies_ms, 99):5.2f} ms")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked); return its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def _load(port: int, path: str, cookie: str, seconds: float, concurrency: int) -> Load:
+    """Keep-alive GETs from `concurrency` connections for `seconds` (a raw client: httpx would
+    spend more CPU than the servers it measures on a 2-core machine)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n").encode()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                writer.write(request)
+                try:
+                    status = await _read_response(reader)
+                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                    if getattr(exc, "partial", b""):
+                        raise
+                    # nginx closes a client connection after keepalive_requests (1000): reconnect,
+                    # as a browser would, and count the reconnect in this request's time.
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(request)
+                    status = await _read_response(reader)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if status != 200:
+                    raise SystemExit(f"{path} on port {port}: HTTP {status}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return Load(latencies, time.perf_counter() - started)
+
+
+def load(port: int, path: str, cookie: str, seconds: float, concurrency: int) -> Load:
+    return asyncio.run(_load(port, path, cookie, seconds, concurrency))
+
+
+def merged(loads: list[Load]) -> Load:
+    return Load([v for x in loads for v in x.latencies_ms], sum(x.seconds for x in loads))
+
+
+def ws_round_trips(url: str, cookie: str, count: int) -> list[float]:
+    with connect(url, additional_headers={"Cookie": cookie}, open_timeout=10) as ws:
+        for _ in range(50):  # warm-up
+            ws.send("warm")
+            ws.recv(timeout=5)
+        times = []
+        for n in range(count):
+            t0 = time.perf_counter()
+            ws.send(f"ping {n}")
+            ws.recv(timeout=5)
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def wait_answer(url: str, cookie: str, timeout: float = 60, ok=lambda r: r.status_code == 200) -> float:
+    """Poll with a fresh connection each time: a kept-alive one may sit on an nginx worker that
+    a reload is retiring, and would see the old config."""
+    deadline = time.monotonic() + timeout
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(headers={"Cookie": cookie}, timeout=2, limits=no_keepalive) as client:
+        while time.monotonic() < deadline:
+            try:
+                if ok(client.get(url)):
+                    return time.perf_counter()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.002)
+    raise SystemExit(f"{url} did not answer in {timeout} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ws-count", type=int, default=2000)
+    args = parser.parse_args()
+    with running_stack(AIKORE_PUBLIC_PORT_RANGE=PUBLIC_RANGE):
+        import threading
+
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+        from django.core.handlers.base import BaseHandler
+        from django.test import Client, RequestFactory
+
+        from instances.models import Instance, InstanceStatus
+        from proxy import nginx
+
+        main_port = settings.AIKORE_PORT
+        wait_answer(f"http://127.0.0.1:{main_port}/api/health", "", 60)
+        user = get_user_model().objects.get(username="admin")
+        django_client = Client()
+        django_client.force_login(user)
+        session = django_client.cookies[settings.SESSION_COOKIE_NAME].value
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session}"
+
+        # --- start job -> answering through the proxy ------------------------------------------
+        # The stock demo writes headers and body in two send()s with Nagle on, so a keep-alive
+        # client waits ~40 ms for the delayed ACK on every request, direct or proxied alike. The
+        # bench runs the same app with TCP_NODELAY so the figures measure the proxy, not that stall.
+        (settings.CUSTOM_BLUEPRINTS_DIR / "bench-demo.sh").write_text(BENCH_BLUEPRINT.format(
+            python=shlex.quote(sys.executable), demo=shlex.quote(str(REPO / "blueprints" / "demo_webui.py"))))
+        demo = Instance.objects.create_instance(name="bench demo", blueprint="bench-demo")
+        seen: dict[str, float] = {}
+
+        def watch_direct() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "direct" not in seen:
+                demo_port = Instance.objects.filter(pk=demo.pk).values_list("port", flat=True).first()
+                if demo_port:
+                    seen["direct"] = wait_answer(f"http://127.0.0.1:{demo_port}/health", "", 60)
+                    return
+                time.sleep(0.002)
+
+        watcher = threading.Thread(target=watch_direct, daemon=True)
+        t_start = time.perf_counter()
+        demo.start()
+        watcher.start()
+        t_proxy = wait_answer(f"http://127.0.0.1:{main_port}/instance/{demo.slug}/health", cookie, 60)
+        watcher.join(60)
+        demo.refresh_from_db()
+        port, public_port = demo.port, demo.public_port
+        prefix = f"/instance/{demo.slug}"
+
+        # --- HTTP throughput -------------------------------------------------------------------
+        load(port, "/echo?n=1", cookie, 1, args.concurrency)  # warm-up
+        load(main_port, f"{prefix}/echo?n=1", cookie, 1, args.concurrency)
+        direct, proxied, public, uncached = [], [], [], []
+        for _ in range(args.rounds):
+            direct.append(load(port, "/echo?n=1", cookie, args.seconds, args.concurrency))
+            proxied.append(load(main_port, f"{prefix}/echo?n=1", cookie, args.seconds, args.concurrency))
+            public.append(load(public_port, "/echo?n=1", cookie, args.seconds, args.concurrency))
+        cache_seconds = settings.AIKORE_AUTH_CACHE_SECONDS
+        settings.AIKORE_AUTH_CACHE_SECONDS = 0  # Django answers every auth_request
+        assert nginx.regenerate().ok
+        time.sleep(0.3)
+        for _ in range(args.rounds):
+            uncached.append(load(main_port, f"{prefix}/echo?n=1", cookie, args.seconds, args.concurrency))
+        settings.AIKORE_AUTH_CACHE_SECONDS = cache_seconds
+        assert nginx.regenerate().ok
+        direct_l, proxied_l, public_l, uncached_l = merged(direct), merged(proxied), merged(public), merged(uncached)
+
+        # The auth view's own Django work (middleware, session + user lookups, view).
+        handler = BaseHandler()
+        handler.load_middleware(is_async=False)
+        factory = RequestFactory()
+        auth_times = []
+        for _ in range(2000):
+            request = factory.get("/_aikore/auth")
+            request.COOKIES[settings.SESSION_COOKIE_NAME] = session
+            t0 = time.perf_counter()
+            response = handler.get_response(request)
+            auth_times.append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, response.status_code
+
+        # --- websocket round-trip ----------------------------------------------------------------
+        ws_direct = ws_round_trips(f"ws://127.0.0.1:{port}/ws", cookie, args.ws_count)
+        ws_proxy = ws_round_trips(f"ws://127.0.0.1:{main_port}{prefix}/ws", cookie, args.ws_count)
+        ws_direct2 = ws_round_trips(f"ws://127.0.0.1:{port}/ws", cookie, args.ws_count)
+        ws_direct += ws_direct2
+
+        # --- reload with 50 instances --------------------------------------------------------
+        for n in range(50):
+            fake = Instance.objects.create_instance(name=f"reload {n:02d}", blueprint="demo-webui")
+            Instance.objects.filter(pk=fake.pk).update(want_running=True, status=InstanceStatus.RUNNING,
+                                                       port=39400 + n, public_port=39510 + n)
+        assert nginx.regenerate().ok
+        total, installs = [], []
+        for n in range(10):
+            extra = Instance.objects.create_instance(name=f"reload extra {n}", blueprint="demo-webui")
+            Instance.objects.filter(pk=extra.pk).update(want_running=True, status=InstanceStatus.RUNNING,
+                                                        port=39470 + n)
+            url = f"http://127.0.0.1:{main_port}/instance/{extra.slug}/"
+            t0 = time.perf_counter()
+            result = nginx.regenerate()
+            installs.append(result.duration_ms)
+            assert result.ok and result.reloaded, result
+            # Before the reload: Django's 404 for an unknown instance; after: nginx's 502 (no app).
+            t_served = wait_answer(url, cookie, 10, ok=lambda r: r.status_code == 502)
+            total.append((t_served - t0) * 1000)
+        locations = nginx.config_path().read_text().count("location /instance/")
+
+    def pct(a: Load, b: Load) -> str:
+        return f"{100 * a.rps / b.rps:5.1f} % of direct"
+
+    print(f"proxy benchmark: {args.rounds} rounds x {args.seconds:g} s, {args.concurrency} keep-alive connections, "
+          f"GET /echo on the demo WebUI; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    print(direct_l.line("direct to the app's port"))
+    print(proxied_l.line(f"nginx /instance/<slug>/ (auth cache {cache_seconds} s)") + "  " + pct(proxied_l, direct_l))
+    print(public_l.line(f"nginx public port (auth cache {cache_seconds} s)") + "  " + pct(public_l, direct_l))
+    print(uncached_l.line("nginx /instance/<slug>/ (Django on every req)") + "  " + pct(uncached_l, direct_l))
+    print(f"  auth view, Django work in-process: p50 {statistics.median(auth_times) * 1000:.0f} us  "
+          f"p99 {percentile(auth_times, 99) * 1000:.0f} us")
+    added = statistics.median(ws_proxy) - statistics.median(ws_direct)
+    print(f"websocket echo round-trip ({args.ws_count} messages): direct p50 {statistics.median(ws_direct):.3f} ms "
+          f"p99 {percentile(ws_direct, 99):.3f} ms; through nginx p50 {statistics.median(ws_proxy):.3f} ms "
+          f"p99 {percentile(ws_proxy, 99):.3f} ms; added p50 {added:.3f} ms")
+    if "direct" in seen:
+        direct_start = f"{(seen['direct'] - t_start) * 1000:.0f} ms"
+    else:
+        direct_start = "not seen"
+    print(f"start job -> answering through the proxy: {(t_proxy - t_start) * 1000:.0f} ms "
+          f"(on its own port: {direct_start})")
+    print(f"reload with {locations - 1} instance locations (10 runs): regenerate (render + nginx -t + SIGHUP) "
+          f"p50 {statistics.median(installs):.1f} ms max {max(installs):.1f} ms; until the new location answers "
+          f"p50 {statistics.median(total):.1f} ms max {max(total):.1f} ms")
+    ok_rps = proxied_l.rps >= 0.85 * direct_l.rps
+    print(f"targets: throughput >= 85 %: {'met' if ok_rps else 'NOT met'}; websocket added < 1 ms: "
+          f"{'met' if added < 1 else 'NOT met'}; reload < 100 ms: {'met' if max(total) < 100 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
