@@ -104,6 +104,7 @@ class InstanceManager(models.Manager["Instance"]):
             instance.check_unique()
             raise Conflict({"name": ["An instance with this name already exists."]}) from None
         instance.prepare_directory(bp, script=script)
+        instance.publish()  # other open dashboards show it at once
         return instance
 
 
@@ -283,21 +284,11 @@ class Instance(models.Model):
         events.publish_instance(self)
 
     def as_event(self) -> dict:
-        return {
-            "id": self.pk,
-            "name": self.name,
-            "slug": self.slug,
-            "status": self.status,
-            "pid": self.pid,
-            "port": self.port,
-            "public_port": self.public_port,
-            "exit_code": self.exit_code,
-            "error_message": self.error_message,
-            "restart_count": self.restart_count,
-            "autostart": self.autostart,
-            "gpu_ids": self.gpu_ids,
-            "status_changed_at": self.status_changed_at.isoformat() if self.status_changed_at else None,
-        }
+        """What websocket clients get on every change: the same full view as the API and the
+        snapshot, so a client never has to fetch an instance it learns about from an event."""
+        from instances.serializers import instance_summary
+
+        return instance_summary(self)
 
     # --- operations: each enqueues the one Huey job that does the work --------------------
 

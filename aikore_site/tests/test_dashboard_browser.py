@@ -127,7 +127,7 @@ def test_instance_lifecycle_through_the_dashboard(page, live) -> None:
 
     # Start it: the badge goes starting -> running, pushed over the websocket (no reload).
     watch_badge(page, instance_id)
-    row.get_by_role("button", name="Start Browser Demo").click()
+    row.get_by_role("button", name="Start Browser Demo", exact=True).click()
     expect(row.locator(".badge")).to_have_text("running", timeout=60_000)
     seen = page.evaluate("window.__seen")
     assert "starting" in seen and seen[-1] == "running", seen
@@ -176,11 +176,11 @@ def test_instance_lifecycle_through_the_dashboard(page, live) -> None:
 
     # Stop it.
     page.click("#tab-logs")
-    row.get_by_role("button", name="Stop Browser Demo").click()
+    row.get_by_role("button", name="Stop Browser Demo", exact=True).click()
     expect(row.locator(".badge")).to_have_text("stopped", timeout=30_000)
 
     # Delete it (confirmation dialog).
-    row.get_by_role("button", name="Delete Browser Demo").click()
+    row.get_by_role("button", name="Delete Browser Demo", exact=True).click()
     expect(page.locator("#ask-dialog")).to_be_visible()
     page.click("#ask-ok")
     expect(row).to_have_count(0)
@@ -322,7 +322,7 @@ def test_chatty_log_stays_capped_and_responsive(page, live) -> None:
     assert status == 201, created
     row = row_for(page, "Flood")
     row.locator("td.name").click()
-    row.get_by_role("button", name="Start Flood").click()
+    row.get_by_role("button", name="Start Flood", exact=True).click()
     started = time.monotonic()
     worst = 0.0
     while time.monotonic() - started < 60:
@@ -356,7 +356,7 @@ def test_ansi_colours_and_progress_bars(page, live) -> None:
     assert status == 201, created
     row = row_for(page, "Colours")
     row.locator("td.name").click()
-    row.get_by_role("button", name="Start Colours").click()
+    row.get_by_role("button", name="Start Colours", exact=True).click()
     view = page.locator("#log-view")
     expect(view).to_contain_text("colour check after line 10", timeout=30_000)
     expect(view).to_contain_text("progress: 100%|##########| 10/10")

@@ -50,7 +50,7 @@ class Chart {
         scales[s.scale] = s.range ? { range: s.range } : { range: (u, min, max) => [0, Math.max(1, max * 1.1)] };
         axes.push({
           scale: s.scale, stroke: axisStroke, grid: i === 0 ? grid : { show: false }, ticks: grid,
-          side: i === 0 ? 3 : 1, size: 42, font: "11px system-ui", values: (u, vals) => vals.map((v) => v + s.unit),
+          side: i === 0 ? 3 : 1, size: 50, font: "11px system-ui", values: (u, vals) => vals.map((v) => v + s.unit),
         });
       }
     }
