@@ -50,16 +50,11 @@ InstanceSource = Callable[[], Iterable[InstanceRef]]
 
 
 def running_instances() -> list[InstanceRef]:
-    """Instances with a recorded process, from the database (called in the sampler's thread)."""
-    from django.db import close_old_connections
-
+    """Instances with a recorded process, from the database."""
     from instances.models import Instance
 
-    try:
-        rows = Instance.objects.exclude(pid__isnull=True).values_list("pk", "pid", "pid_create_time", "gpu_ids")
-        return [InstanceRef(pk, pid, ctime, gpu_ids or "") for pk, pid, ctime, gpu_ids in rows]
-    finally:
-        close_old_connections()
+    rows = Instance.objects.exclude(pid__isnull=True).values_list("pk", "pid", "pid_create_time", "gpu_ids")
+    return [InstanceRef(pk, pid, ctime, gpu_ids or "") for pk, pid, ctime, gpu_ids in rows]
 
 
 class Sampler:
@@ -118,6 +113,15 @@ class Sampler:
         cutoff = samples[-1]["ts"] - seconds
         return [s for s in samples if s["ts"] >= cutoff]
 
+    def _sample_in_worker_thread(self) -> dict:
+        from django.db import close_old_connections
+
+        try:
+            return self.sample()
+        finally:
+            # Like the end of a request: this pool thread's DB connection doesn't outlive its use.
+            close_old_connections()
+
     async def run(self, push: Callable[[dict], Awaitable[None]]) -> None:
         """Sample every `interval` seconds on a fixed schedule (no drift), in a worker thread so the
         event loop never waits on /proc or NVML, and hand each sample to `push`. A late tick is
@@ -125,7 +129,7 @@ class Sampler:
         next_tick = time.monotonic()
         while True:
             try:
-                sample = await asyncio.to_thread(self.sample)
+                sample = await asyncio.to_thread(self._sample_in_worker_thread)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad sample (a DB hiccup, ...) must not end monitoring
