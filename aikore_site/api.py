@@ -106,6 +106,7 @@ def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 def health(request: HttpRequest) -> dict:
     """Liveness of AiKore's parts (no authentication; reveals no data)."""
     from instances import supervisor
+    from proxy import nginx
 
     db_ok = True
     try:
@@ -113,16 +114,20 @@ def health(request: HttpRequest) -> dict:
             cursor.execute("SELECT 1")
     except DatabaseError:
         db_ok = False
-    supervisor_ok = worker_ok = False
+    supervisor_ok = worker_ok = nginx_running = False
     try:
         infos = {p["name"]: p for p in supervisor.call("getAllProcessInfo")}
         supervisor_ok = True
         worker_ok = infos.get("worker", {}).get("statename") == "RUNNING"
+        nginx_running = infos.get("nginx", {}).get("statename") == "RUNNING"
     except (supervisor.SupervisorError, xmlrpc.client.Fault):
         pass
+    # A rejected config leaves the last good one serving: report it without failing the health.
+    config_rejected = (nginx.last_status() or {}).get("ok") is False
     ok = db_ok and supervisor_ok and worker_ok
     return {"status": "ok" if ok else "degraded", "version": settings.VERSION, "db": db_ok,
-            "supervisord": supervisor_ok, "worker": worker_ok}
+            "supervisord": supervisor_ok, "worker": worker_ok, "nginx": nginx_running,
+            "nginx_config_rejected": config_rejected}
 
 
 def _mount() -> None:

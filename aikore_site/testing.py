@@ -19,6 +19,7 @@ if "AIKORE_TEST_DATA_DIR" not in os.environ:
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_INSTANCE_PORT_RANGE", "29001-29400")
+os.environ.setdefault("AIKORE_PUBLIC_PORT_RANGE", "29401-29450")
 os.environ.setdefault("AIKORE_STOP_TIMEOUT", "3")
 os.environ.setdefault("AIKORE_RESTART_LIMIT", "3")
 os.environ.setdefault("AIKORE_RESTART_BACKOFF", "1")

@@ -221,6 +221,9 @@ def environment() -> dict[str, str | None]:
 
 class DemoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle on, each keep-alive response would
+    # wait ~40 ms for the delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "AiKoreDemo/1.0"
 
     def do_GET(self) -> None:

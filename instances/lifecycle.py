@@ -386,41 +386,54 @@ def process_started(pk: int, pid: int) -> None:
 def reconcile() -> list[str]:
     """Make status/pid true again from supervisord's state after any crash of web or worker.
     Running processes are adopted, never restarted; dead ones are marked stopped."""
-    from instances import tasks
-
     changes: list[str] = []
     try:
         infos = supervisor.all_process_info()
     except supervisor.SupervisorError as exc:
         log.warning("reconcile skipped: %s", exc)
         return changes
-    for instance in Instance.objects.all():
-        info = infos.get(supervisor.webui_process(instance.pk))
-        alive = bool(info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING) and info["pid"])
-        if alive:
-            pid = info["pid"]
-            fields: dict = {}
-            if instance.pid != pid or not _alive(pid, instance.pid_create_time):
-                fields.update(pid=pid, pid_create_time=_create_time(pid))
-            if not instance.want_running:
-                Instance.objects.filter(pk=instance.pk).update(want_running=True)
-            if instance.status not in ACTIVE_STATUSES:
-                instance.set_status(InstanceStatus.STARTING, **fields)
-                changes.append(f"{instance.slug}: adopted running pid {pid}")
-            elif fields:
-                instance.observe(**fields)
-                changes.append(f"{instance.slug}: pid corrected to {pid}")
-            if instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
-                tasks.await_ready_task(instance.pk)
-        elif instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid:
-            # Waiting for a crash restart whose timer may have died with the watcher: run it now.
-            tasks.crash_restart(instance.pk, instance.generation)
-            changes.append(f"{instance.slug}: pending restart resumed")
-        elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
-            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
-            Instance.objects.filter(pk=instance.pk).update(want_running=False)
-            changes.append(f"{instance.slug}: not running, marked stopped")
+    for pk in Instance.objects.values_list("pk", flat=True):
+        # Under the instance's lock, with fresh state: a start job racing this reconcile (right
+        # after boot) must not see its just-spawned process called dead and undone.
+        with instance_lock(pk):
+            instance = _get(pk)
+            if instance is None:
+                continue
+            try:
+                info = supervisor.process_info(pk)
+            except supervisor.SupervisorError:
+                info = infos.get(supervisor.webui_process(pk))
+            _reconcile_one(instance, info, changes)
     return changes
+
+
+def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) -> None:
+    from instances import tasks
+
+    alive = bool(info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING) and info["pid"])
+    if alive:
+        pid = info["pid"]
+        fields: dict = {}
+        if instance.pid != pid or not _alive(pid, instance.pid_create_time):
+            fields.update(pid=pid, pid_create_time=_create_time(pid))
+        if not instance.want_running:
+            Instance.objects.filter(pk=instance.pk).update(want_running=True)
+        if instance.status not in ACTIVE_STATUSES:
+            instance.set_status(InstanceStatus.STARTING, **fields)
+            changes.append(f"{instance.slug}: adopted running pid {pid}")
+        elif fields:
+            instance.observe(**fields)
+            changes.append(f"{instance.slug}: pid corrected to {pid}")
+        if instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
+            tasks.await_ready_task(instance.pk)
+    elif instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid:
+        # Waiting for a crash restart whose timer may have died with the watcher: run it now.
+        tasks.crash_restart(instance.pk, instance.generation)
+        changes.append(f"{instance.slug}: pending restart resumed")
+    elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+        Instance.objects.filter(pk=instance.pk).update(want_running=False)
+        changes.append(f"{instance.slug}: not running, marked stopped")
 
 
 def autostart_all() -> list[str]:

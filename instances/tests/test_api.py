@@ -190,8 +190,13 @@ def test_health_is_public(db):
 
 
 def test_system_ports(client, bp):
-    post(client, "/api/instances", {"name": "porty", "blueprint": bp, "port": settings.AIKORE_INSTANCE_PORT_RANGE[0]})
+    from instances.ports import port_is_bindable
+
+    low, high = settings.AIKORE_INSTANCE_PORT_RANGE
+    port = next(p for p in range(low, high + 1) if port_is_bindable(p))  # another stack may hold the first
+    r = post(client, "/api/instances", {"name": "porty", "blueprint": bp, "port": port})
+    assert r.status_code == 201, r.content
     r = client.get("/api/system/ports").json()
-    assert r["range"] == list(settings.AIKORE_INSTANCE_PORT_RANGE)
-    assert r["used"][0]["port"] == settings.AIKORE_INSTANCE_PORT_RANGE[0]
-    assert settings.AIKORE_INSTANCE_PORT_RANGE[0] not in r["free"] and len(r["free"]) == 20
+    assert r["range"] == [low, high]
+    assert r["used"] == [{"port": port, "instance_id": r["used"][0]["instance_id"], "name": "porty"}]
+    assert port not in r["free"] and len(r["free"]) == 20

@@ -209,3 +209,38 @@ def test_autostart_instances_start_at_boot(live):
     wait_status(auto, InstanceStatus.RUNNING)
     manual.refresh_from_db()
     assert manual.status == InstanceStatus.STOPPED
+
+
+def test_reconcile_racing_starts_never_undoes_them(live):
+    """The worker's startup reconcile can run while start jobs spawn processes (a user clicking
+    Start right after AiKore boots): it must adopt them, never mark them stopped."""
+    from instances import lifecycle
+
+    bp = custom_blueprint("sleeper", SLEEPER)
+    instances = [Instance.objects.create_instance(name=f"Boot race {i}", blueprint=bp) for i in range(12)]
+    done = threading.Event()
+    undone: list[str] = []
+
+    def reconcile_loop() -> None:
+        from django.db import close_old_connections
+
+        try:
+            while not done.is_set():
+                undone.extend(c for c in lifecycle.reconcile() if "marked stopped" in c)
+        finally:
+            close_old_connections()
+
+    thread = threading.Thread(target=reconcile_loop)
+    thread.start()
+    try:
+        for instance in instances:
+            instance.start()
+        for instance in instances:
+            wait_status(instance, InstanceStatus.RUNNING, timeout=60)
+    finally:
+        done.set()
+        thread.join()
+    assert undone == []
+    for instance in instances:
+        instance.refresh_from_db()
+        assert instance.want_running and instance.status == InstanceStatus.RUNNING and psutil.pid_exists(instance.pid)
