@@ -4,8 +4,11 @@ Log streaming reads the log file by absolute offset (instances/logs.py), so a cl
 reconnects with the offset it has gets exactly the bytes it lacks, across rotations. Each tick
 sends at most one batch; a client that falls behind by more than MAX_BACKLOG gets a "dropped"
 marker and resumes near the end, so a process printing 100k lines/s costs bounded memory.
-Clients may acknowledge offsets ({"type": "ack", "offset": N}); once they do, at most WINDOW
-unacknowledged bytes are in flight, which keeps a slow browser from piling up data in daphne.
+Clients acknowledge offsets ({"type": "ack", "offset": N}); at most WINDOW bytes beyond the last
+acknowledged offset are in flight. daphne buffers outgoing frames without limit when a client
+reads slowly, so this window, not TCP, is what bounds a slow client's memory; a client that never
+acknowledges gets WINDOW bytes past where it started, then waits (and, once it acknowledges,
+jumps ahead with a "dropped" marker if the log has run far ahead meanwhile).
 """
 
 from __future__ import annotations
@@ -77,7 +80,6 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
             return
         self.log_path = instance.log_path
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        self.acked: int | None = None
         await self.accept()
         end = await asyncio.to_thread(logs.end_offset, self.log_path)
         try:
@@ -90,6 +92,7 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
                 lines = BACKFILL_LINES
             offset = await asyncio.to_thread(logs.tail_offset, self.log_path, lines)
         self.offset = offset
+        self.acked = offset
         self.sent_any = False
         await self._pump(kind="backfill", until=end)
         if not self.sent_any:  # always tell the client where it stands
@@ -107,12 +110,13 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             return
         if isinstance(content, dict) and content.get("type") == "ack" and isinstance(content.get("offset"), int):
-            self.acked = content["offset"]
+            # Never beyond what was sent, never backwards: a bogus ack can't open the window.
+            self.acked = max(self.acked, min(content["offset"], self.offset))
 
     async def _pump(self, kind: str, until: int | None = None) -> None:
         """Send what lies between self.offset and the end (or `until`), in batches."""
         while True:
-            if self.acked is not None and self.offset - self.acked > WINDOW:
+            if self.offset - self.acked >= WINDOW:
                 return  # wait for the client to catch up
             chunk = await asyncio.to_thread(logs.read, self.log_path, self.offset, BATCH_BYTES)
             if chunk.end - chunk.offset > MAX_BACKLOG + BATCH_BYTES:
@@ -120,8 +124,7 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
                 resume = await asyncio.to_thread(logs.tail_offset, self.log_path, 1000, BATCH_BYTES)
                 await self.send_json({"type": "dropped", "bytes": resume - self.offset, "offset": resume})
                 self.offset = resume
-                if self.acked is not None:
-                    self.acked = resume
+                self.acked = resume  # what was in flight before the jump no longer counts
                 continue
             if chunk.skipped:
                 await self.send_json({"type": "dropped", "bytes": chunk.skipped, "offset": chunk.offset})

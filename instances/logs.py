@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from instances.models import atomic_write
 
 _index_lock = threading.Lock()
@@ -42,8 +44,12 @@ class Chunk:
     skipped: int  # bytes between the requested offset and `offset` that no longer exist
 
 
-def _generations(log_path: Path, max_backups: int = 100) -> list[tuple[Path, os.stat_result]]:
-    """Existing files, oldest first: output.log.N ... output.log.1, output.log."""
+def _generations(log_path: Path, max_backups: int | None = None) -> list[tuple[Path, os.stat_result]]:
+    """Existing files, oldest first: output.log.N ... output.log.1, output.log. Followers call this
+    every few tens of milliseconds: only the backups supervisord keeps (+1, a rotation in flight)
+    are looked for, not a fixed 100 stat() calls of files that don't exist."""
+    if max_backups is None:
+        max_backups = settings.AIKORE_LOG_BACKUPS + 1
     files = []
     for n in range(max_backups, 0, -1):
         candidate = log_path.with_name(f"{log_path.name}.{n}")
