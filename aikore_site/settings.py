@@ -121,6 +121,8 @@ AIKORE_SAMPLE_INTERVAL = env_float("AIKORE_SAMPLE_INTERVAL", 1.0, 0.05)
 AIKORE_HISTORY_SECONDS = env_int("AIKORE_HISTORY_SECONDS", 900, 60, 86400)
 # How often a missing/failed NVML is retried (never in a hot loop).
 AIKORE_GPU_RETRY_SECONDS = env_float("AIKORE_GPU_RETRY_SECONDS", 60.0, 1.0)
+# Demo/test GPUs on a machine without one (0 = the real NVML, the default).
+AIKORE_FAKE_GPUS = env_int("AIKORE_FAKE_GPUS", 0, 0, 16)
 
 STOCK_BLUEPRINTS_DIR = BASE_DIR / "blueprints"
 CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"

@@ -1,25 +1,22 @@
-"""How many GPUs this machine has, for validating gpu_ids. Asked of NVML once per process."""
+"""How many GPUs this machine has, for validating gpu_ids. Asked once per process of the same GPU
+source the monitoring sampler reads (real NVML, or AIKORE_FAKE_GPUS demo cards)."""
 
 from __future__ import annotations
 
 import functools
-import os
 
 
 @functools.lru_cache(maxsize=1)
 def detected_gpu_count() -> int | None:
-    """The NVML device count, or None when there is no GPU/driver (then ids are only range-checked).
-    AIKORE_FAKE_GPUS=N stands in for N GPUs on machines without one (tests, demos)."""
-    fake = os.environ.get("AIKORE_FAKE_GPUS", "").strip()
-    if fake.isdigit():
-        return int(fake) or None
-    try:
-        import pynvml
+    """The device count, or None when there is no GPU/driver (then ids are only range-checked)."""
+    from monitoring.collectors import default_gpu_source
 
-        pynvml.nvmlInit()
+    source = default_gpu_source()
+    try:
+        source.init()
         try:
-            return int(pynvml.nvmlDeviceGetCount()) or None
+            return int(source.device_count()) or None
         finally:
-            pynvml.nvmlShutdown()
+            source.shutdown()
     except Exception:  # no driver, no library, no permission: all mean "unknown"
         return None

@@ -12,6 +12,7 @@ needs. ``NvmlSource`` (nvidia-ml-py) is the default and imports cleanly without 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -286,6 +287,41 @@ class SyntheticGpuSource:
         return list(handle.processes)
 
 
+class DemoGpuSource(SyntheticGpuSource):
+    """AIKORE_FAKE_GPUS=N: N synthetic cards whose load drifts slowly, so the GPU panels, the
+    form's GPU checkboxes and /metrics can be seen and tested on a machine without a GPU. Nothing
+    but the settings chooses it; the real NVML source stays the default."""
+
+    def __init__(self, count: int) -> None:
+        names = ("NVIDIA GeForce RTX 4090 (synthetic)", "NVIDIA RTX A6000 (synthetic)")
+        super().__init__([
+            SyntheticGpu(name=names[i % len(names)], uuid=f"GPU-5e1f0000-0000-0000-0000-{i:012d}",
+                         memory_total=(24 + 24 * (i % 2)) * 1024 * MIB)
+            for i in range(count)
+        ])
+
+    def _drift(self, gpu: SyntheticGpu, index: int) -> None:
+        phase = time.time() / 20 + index
+        load = 0.5 + 0.45 * math.sin(phase)
+        gpu.utilization = int(100 * load)
+        gpu.memory_utilization = int(60 * load)
+        gpu.memory_used = int(gpu.memory_total * (0.2 + 0.5 * load))
+        gpu.temperature = int(38 + 40 * load)
+        gpu.power_usage_mw = int(gpu.power_limit_mw * (0.1 + 0.8 * load))
+
+    def utilization(self, handle: SyntheticGpu) -> tuple[int, int]:
+        self._drift(handle, self.gpus.index(handle))
+        return super().utilization(handle)
+
+
+def default_gpu_source() -> GpuSource:
+    """The GPU source of this process: real NVML, or demo GPUs when AIKORE_FAKE_GPUS is set."""
+    from django.conf import settings
+
+    count = getattr(settings, "AIKORE_FAKE_GPUS", 0)
+    return DemoGpuSource(count) if count else NvmlSource()
+
+
 # Per-field errors that mean "this card doesn't report that": the field is null, the GPU stays up.
 _FIELD_ERRORS = {
     pynvml.NVML_ERROR_NOT_SUPPORTED,
@@ -312,7 +348,7 @@ class GpuCollector:
     why and NVML is retried at most every ``retry_seconds``, never in a hot loop."""
 
     def __init__(self, source: GpuSource | None = None, retry_seconds: float = 60.0) -> None:
-        self.source: GpuSource = source if source is not None else NvmlSource()
+        self.source: GpuSource = source if source is not None else default_gpu_source()
         self.retry_seconds = retry_seconds
         self.handles: list[Any] = []
         self.static: list[dict] = []  # name/uuid/index per GPU: read once, they don't change

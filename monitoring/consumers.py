@@ -6,6 +6,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from aikore_site import events
 
+HISTORY_ON_CONNECT_SECONDS = 600.0
+
 
 class SystemConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
@@ -17,7 +19,9 @@ class SystemConsumer(AsyncJsonWebsocketConsumer):
 
         await self.channel_layer.group_add(events.SYSTEM_GROUP, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "history", "samples": get_sampler().history(None)})
+        # The last 10 minutes (what the dashboard charts), not the whole ring buffer: with many
+        # GPUs and instances the full history is megabytes per connect.
+        await self.send_json({"type": "history", "samples": get_sampler().history(HISTORY_ON_CONNECT_SECONDS)})
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(events.SYSTEM_GROUP, self.channel_name)

@@ -390,3 +390,98 @@ def test_login_admin_links_and_logout(page, live) -> None:
     expect(page).to_have_url(re.compile(r"/login/$"))
     page.goto(page.base + "/")
     expect(page).to_have_url(re.compile(r"/login/"))
+
+
+@pytest.fixture
+def gpu_stack(tmp_path) -> Iterator[str]:
+    """A second, throwaway stack whose sampler reads two demo GPUs (AIKORE_FAKE_GPUS, the synthetic
+    NVML source: this machine has no GPU). Its own data dir, port and admin account."""
+    import os
+    import signal
+    import subprocess
+
+    import httpx
+
+    from aikore_site.testing import free_port
+
+    port = free_port()
+    data_dir = tmp_path / "gpu-stack"
+    env = {**os.environ, "AIKORE_DATA_DIR": str(data_dir), "AIKORE_PORT": str(port), "AIKORE_FAKE_GPUS": "2",
+           "AIKORE_ADMIN_PASSWORD": "gpu-admin-password", "AIKORE_INSTANCE_PORT_RANGE": "29451-29500",
+           "AIKORE_PUBLIC_PORT_RANGE": "", "AIKORE_HOME": str(REPO), "AIKORE_PYTHON": str(REPO / ".venv/bin/python")}
+    env.pop("AIKORE_TEST_DATA_DIR", None)
+    log = open(tmp_path / "gpu-stack.log", "wb")
+    proc = subprocess.Popen([str(REPO / "docker" / "entry.sh")], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/api/health", timeout=2).json().get("nginx"):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError((tmp_path / "gpu-stack.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> None:
+    """With GPUs present: a chart pair per GPU, GPU checkboxes in the form, the chosen GPU reaching
+    the instance as CUDA_VISIBLE_DEVICES, and GPU gauges in /metrics."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.base = gpu_stack
+    try:
+        page.goto(gpu_stack + "/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", "gpu-admin-password")
+        page.click("button[type=submit]")
+        expect(page.locator("#conn")).to_have_text("live")
+        expect(page.locator("#gpu-missing")).to_be_hidden()
+        expect(page.locator('[data-chart^="gpu"]')).to_have_count(4)
+        for chart in page.locator('[data-chart^="gpu"]').all():
+            expect(chart.locator("canvas")).to_have_count(1)
+        expect(page.locator("#monitor-summary")).to_contain_text("GPU")
+
+        page.click("#new-instance")
+        boxes = page.locator("#f-gpus input[name=gpu]")
+        expect(boxes).to_have_count(2)
+        expect(page.locator("#f-gpus")).to_contain_text("RTX A6000 (synthetic)")
+        page.fill("#f-name", "On GPU One")
+        page.select_option("#f-blueprint", "demo-webui")
+        page.check('#f-gpus input[value="1"]')
+        shot(page, "12-create-form-gpus")
+        page.click("#form-submit")
+        expect(page.locator("#instance-dialog")).to_be_hidden()
+        row = row_for(page, "On GPU One")
+        expect(row.locator("td.gpu")).to_have_text("GPU1")
+        row.get_by_role("button", name="Start On GPU One", exact=True).click()
+        expect(row.locator(".badge")).to_have_text("running", timeout=60_000)
+        env = page.request.get(gpu_stack + "/instance/on-gpu-one/env").json()
+        assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        shot(page, "13-monitoring-gpus")
+
+        metrics = page.request.get(gpu_stack + "/metrics").text()
+        assert "aikore_gpu_available 1.0" in metrics
+        assert metrics.count("aikore_gpu_memory_total_bytes{") == 2
+        assert 'aikore_instance_running{instance_id="' in metrics and 'slug="on-gpu-one"' in metrics
+        row.get_by_role("button", name="Stop On GPU One", exact=True).click()
+        expect(row.locator(".badge")).to_have_text("stopped", timeout=30_000)
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
