@@ -396,43 +396,11 @@ def test_login_admin_links_and_logout(page, live) -> None:
 def gpu_stack(tmp_path) -> Iterator[str]:
     """A second, throwaway stack whose sampler reads two demo GPUs (AIKORE_FAKE_GPUS, the synthetic
     NVML source: this machine has no GPU). Its own data dir, port and admin account."""
-    import os
-    import signal
-    import subprocess
+    from aikore_site.tests.stacks import throwaway_stack
 
-    import httpx
-
-    from aikore_site.testing import free_port
-
-    port = free_port()
-    data_dir = tmp_path / "gpu-stack"
-    env = {**os.environ, "AIKORE_DATA_DIR": str(data_dir), "AIKORE_PORT": str(port), "AIKORE_FAKE_GPUS": "2",
-           "AIKORE_ADMIN_PASSWORD": "gpu-admin-password", "AIKORE_INSTANCE_PORT_RANGE": "29451-29500",
-           "AIKORE_PUBLIC_PORT_RANGE": "", "AIKORE_HOME": str(REPO), "AIKORE_PYTHON": str(REPO / ".venv/bin/python")}
-    env.pop("AIKORE_TEST_DATA_DIR", None)
-    log = open(tmp_path / "gpu-stack.log", "wb")
-    proc = subprocess.Popen([str(REPO / "docker" / "entry.sh")], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/api/health", timeout=2).json().get("nginx"):
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError((tmp_path / "gpu-stack.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with throwaway_stack(tmp_path, "gpu-stack", {"AIKORE_FAKE_GPUS": "2"}, admin_password="gpu-admin-password",
+                         instance_port_range="29451-29500") as stack:
+        yield stack.base_url
 
 
 def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> None:
