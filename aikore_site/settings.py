@@ -236,6 +236,9 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_NAME = "aikore_session"
+# Sessions are read on every API call and every nginx auth_request: keep them in the process's
+# cache in front of the database (daphne is one process, so the cache is coherent).
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CSRF_COOKIE_NAME = "aikore_csrftoken"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -6,7 +6,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
@@ -44,8 +44,10 @@ def get_instance(instance_id: int) -> Instance:
 
 
 @router.get("/instances", response=list[InstanceOut])
-def list_instances(request: HttpRequest) -> list[dict]:
-    return [instance_summary(i) for i in Instance.objects.all()]
+def list_instances(request: HttpRequest) -> JsonResponse:
+    # The hottest read (dashboards, scripts polling it). instance_summary() builds exactly what
+    # InstanceOut documents; re-validating 50 rows field by field through ninja tripled the cost.
+    return JsonResponse([instance_summary(i) for i in Instance.objects.all()], safe=False)
 
 
 @router.post("/instances", response={201: InstanceOut, **ERRORS})
