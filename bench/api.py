@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--pace", type=float, default=100.0, help="ms between a paced client's requests")
+    parser.add_argument("--pace", type=float, default=500.0, help="ms between a paced client's requests")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     pace = args.pace / 1000
