@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 
 
 @db_task()
-def regenerate_nginx() -> dict:
+def regenerate_nginx() -> None:
+    # Returns nothing on purpose: Huey stores non-None results, and nobody reads these (the outcome
+    # is in nginx/status.json and /api/health).
     result = nginx.regenerate()
     if result.changed and result.ok:
         log.info("nginx config updated in %.1f ms (reloaded: %s)", result.duration_ms, result.reloaded)
-    return {"ok": result.ok, "changed": result.changed, "reloaded": result.reloaded, "error": result.error}
