@@ -125,9 +125,11 @@ def test_crash_loop_backs_off_then_fails(live, settings):
     times = [float(t) for t in re.findall(r"crash at (\d+\.\d+)", log)]
     assert len(times) == 4  # first run + 3 restarts (AIKORE_RESTART_LIMIT=3 in tests)
     gaps = [b - a for a, b in pairwise(times)]
-    # backoff 1 s, 2 s, 4 s (AIKORE_RESTART_BACKOFF=1); the scheduler ticks once a second
-    assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 3.9, gaps
-    assert gaps[0] < gaps[1] < gaps[2]
+    # Backoff 1 s, 2 s, 4 s (AIKORE_RESTART_BACKOFF=1). On top of each: supervisord noticing the
+    # exit (its loop may take up to a second) and a spawn, slower on a loaded machine.
+    for gap, backoff in zip(gaps, (1, 2, 4), strict=True):
+        assert backoff - 0.1 <= gap < backoff + 2.5, gaps
+    assert gaps[2] > gaps[0] and gaps[2] > gaps[1], gaps
     assert "restarting in 1 s" in log and "restarting in 2 s" in log and "restarting in 4 s" in log
 
 
