@@ -26,7 +26,7 @@ import httpx
 from _stack import REPO, percentile, running_stack
 from websockets.sync.client import connect
 
-PUBLIC_RANGE = "39501-39560"
+PUBLIC_RANGE = "21501-21560"  # below the ephemeral range (32768+)
 BENCH_BLUEPRINT = """#!/usr/bin/env bash
 # aikore.name: Demo WebUI (TCP_NODELAY, bench only)
 # aikore.description: blueprints/demo_webui.py with Nagle off
@@ -243,14 +243,14 @@ def main() -> None:
         for n in range(50):
             fake = Instance.objects.create_instance(name=f"reload {n:02d}", blueprint="demo-webui")
             Instance.objects.filter(pk=fake.pk).update(want_running=True, status=InstanceStatus.RUNNING,
-                                                       port=39400 + n, public_port=39510 + n)
+                                                       port=21400 + n, public_port=21510 + n)
         assert nginx.regenerate().ok
         total, installs = [], []
         prober = probe_client(cookie)
         for n in range(10):
             extra = Instance.objects.create_instance(name=f"reload extra {n}", blueprint="demo-webui")
             Instance.objects.filter(pk=extra.pk).update(want_running=True, status=InstanceStatus.RUNNING,
-                                                        port=39470 + n)
+                                                        port=21470 + n)
             url = f"http://127.0.0.1:{main_port}/instance/{extra.slug}/"
             t0 = time.perf_counter()
             result = nginx.regenerate()

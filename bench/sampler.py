@@ -65,7 +65,7 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while Instance.objects.filter(status=InstanceStatus.RUNNING).count() < args.instances:
             if time.monotonic() > deadline:
-                raise SystemExit("instances did not all start")
+                raise SystemExit("instances did not all start: " + repr(list(Instance.objects.values_list("name", "status", "error_message", "want_running"))))
             time.sleep(0.2)
         time.sleep(1.0)  # let each tree spawn its children
         pids = list(Instance.objects.exclude(pid__isnull=True).values_list("pid", flat=True))

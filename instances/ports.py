@@ -17,6 +17,9 @@ class NoFreePort(RuntimeError):
 
 def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As web servers bind (SO_REUSEADDR): connections of the instance's previous run lingering
+        # in TIME_WAIT must not make its own port look taken on restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
