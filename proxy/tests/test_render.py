@@ -43,7 +43,7 @@ def test_config_for_instances_passes_nginx_t(nginx_dir: Path) -> None:
     assert "server 127.0.0.1:29011;" in text and "server 127.0.0.1:29012;" in text
     assert "stopped-one" not in text
     # One public server, for the instance that has a public port in range.
-    assert text.count("listen 127.0.0.1:29401 reuseport;") == 1 and text.count("listen ") == 2
+    assert text.count("listen 127.0.0.1:29401;") == 1 and text.count("listen ") == 2
     # Every instance location is behind the auth gate.
     assert text.count("auth_request /_aikore/auth;") == 4  # /instance/, alpha, beta-2, alpha's port
     assert "nginx.conf.new" not in {p.name for p in nginx_dir.iterdir()}
