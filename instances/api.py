@@ -10,8 +10,9 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
+from aikore_site.files import atomic_write
 from instances import blueprints, logs
-from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus, atomic_write
+from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.schemas import (
     BlueprintDetailOut,
     BlueprintOut,

@@ -13,7 +13,6 @@ Concurrency rules:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import logging
@@ -29,8 +28,9 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from aikore_site.files import atomic_write, file_lock
 from instances import supervisor
-from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus, atomic_write
+from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,8 @@ READY_POLL_SECONDS = 0.02
 
 @contextlib.contextmanager
 def instance_lock(pk: int) -> Iterator[None]:
-    path = Path(settings.RUN_DIR) / f"instance-{pk}.lock"
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(settings.RUN_DIR) / f"instance-{pk}.lock"):
+        yield
 
 
 def _get(pk: int) -> Instance | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from instances.models import atomic_write
+from aikore_site.files import atomic_write
 
 _index_lock = threading.Lock()
 MAX_INDEX_ENTRIES = 64

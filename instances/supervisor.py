@@ -11,7 +11,6 @@ supervisord respawns a process that crashed after RUNNING immediately, with no b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shlex
 import sys
 import xmlrpc.client
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from aikore_site.files import atomic_write, file_lock
 
 if TYPE_CHECKING:
     from instances.models import Instance
@@ -65,13 +66,8 @@ def is_available() -> bool:
 def config_lock() -> Iterator[None]:
     """Serialise reloadConfig/add/remove across worker threads and processes: two concurrent
     reloads would each see the other's group as 'changed'."""
-    lock_path = Path(settings.RUN_DIR) / "supervisor-config.lock"
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(settings.RUN_DIR) / "supervisor-config.lock"):
+        yield
 
 
 def _conf_value(value: str) -> str:
@@ -127,7 +123,6 @@ def render_group_config(instance: Instance) -> str:
 
 def ensure_group(instance: Instance) -> None:
     """Make supervisord's view of the instance's group match the rendered config."""
-    from instances.models import atomic_write
 
     group = group_name(instance.pk)
     text = render_group_config(instance)

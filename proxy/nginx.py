@@ -10,7 +10,6 @@ a reload never cuts another instance's stream.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
-from instances.models import atomic_write
+from aikore_site.files import atomic_write, file_lock
 from proxy.render import render_nginx_config
 
 log = logging.getLogger(__name__)
@@ -82,13 +81,8 @@ def prepare_dirs() -> None:
 @contextlib.contextmanager
 def regeneration_lock() -> Iterator[None]:
     """One regeneration at a time, across the worker's threads and any other process."""
-    nginx_dir().mkdir(parents=True, exist_ok=True)
-    with open(nginx_dir() / "regenerate.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(nginx_dir() / "regenerate.lock"):
+        yield
 
 
 def test_config(path: Path) -> tuple[bool, str]:
