@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -109,12 +108,9 @@ def stack(django_db_setup, django_db_blocker) -> Iterator[Stack]:
     finally:
         with django_db_blocker.unblock():
             _delete_all_instances()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        from aikore_site.tests.stacks import kill_group
+
+        kill_group(proc)
 
 
 def _delete_all_instances() -> None:

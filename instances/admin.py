@@ -21,41 +21,20 @@ STATUS_COLOURS = {
 }
 
 
-EDITABLE_FIELDS = ("name", "gpu_ids", "port", "autostart", "persistent_mode", "launch_args", "output_path")
-
-
 class InstanceAdminForm(forms.ModelForm):
-    """The admin's edit form validates exactly like the API: the changes are checked by
-    Instance.update_settings() rules here, and applied by it in save_model()."""
+    """The admin's edit form: Instance.clean_changes() validates (the same rules as the API, all
+    bad fields at once) and save_model() applies through Instance.update_settings()."""
 
     class Meta:
         model = Instance
-        fields = EDITABLE_FIELDS
+        fields = Instance.EDITABLE_FIELDS
 
     def clean(self) -> dict[str, Any]:
-        from instances import validators
-        from instances.gpus import detected_gpu_count
-
         data = super().clean()
-        checks = {
-            "name": validators.validate_name,
-            "gpu_ids": lambda v: validators.validate_gpu_ids(v, detected_gpu_count()),
-            "port": validators.validate_port,
-            "launch_args": validators.validate_launch_args,
-            "output_path": validators.validate_output_path,
-        }
-        for field, check in checks.items():
-            if field in self.changed_data and field not in self.errors:
-                try:
-                    data[field] = check(data.get(field))
-                except ValidationError as exc:
-                    self.add_error(field, exc.message_dict.get(field, exc.messages) if hasattr(exc, "error_dict") else exc)
         if self.instance.pk and not self.errors:
-            candidate = Instance(pk=self.instance.pk, name=data.get("name", self.instance.name),
-                                 port=data.get("port", self.instance.port))
-            candidate.slug = validators.slug_for(candidate.name)
+            current = Instance.objects.get(pk=self.instance.pk)
             try:
-                candidate.check_unique()
+                current.clean_changes({field: data.get(field) for field in self.changed_data})
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     self.add_error(field if field in self.fields else None, errors)
@@ -84,7 +63,7 @@ class InstanceAdmin(admin.ModelAdmin):
         """Apply the edit through Instance.update_settings() (restart if needed, safe rename),
         never by writing the row directly."""
         current = Instance.objects.get(pk=obj.pk)
-        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE_FIELDS}
+        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in Instance.EDITABLE_FIELDS}
         try:
             result = current.update_settings(changes)
         except ValidationError as exc:

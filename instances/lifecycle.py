@@ -382,11 +382,6 @@ def reconcile() -> list[str]:
     """Make status/pid true again from supervisord's state after any crash of web or worker.
     Running processes are adopted, never restarted; dead ones are marked stopped."""
     changes: list[str] = []
-    try:
-        infos = supervisor.all_process_info()
-    except supervisor.SupervisorError as exc:
-        log.warning("reconcile skipped: %s", exc)
-        return changes
     for pk in Instance.objects.values_list("pk", flat=True):
         # Under the instance's lock, with fresh state: a start job racing this reconcile (right
         # after boot) must not see its just-spawned process called dead and undone.
@@ -396,8 +391,9 @@ def reconcile() -> list[str]:
                 continue
             try:
                 info = supervisor.process_info(pk)
-            except supervisor.SupervisorError:
-                info = infos.get(supervisor.webui_process(pk))
+            except supervisor.SupervisorError as exc:
+                log.warning("reconcile stopped: %s", exc)  # never guess "dead" without supervisord
+                break
             _reconcile_one(instance, info, changes)
     return changes
 

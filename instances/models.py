@@ -297,53 +297,71 @@ class Instance(models.Model):
 
     RESTART_FIELDS = ("name", "gpu_ids", "launch_args", "port", "output_path", "persistent_mode")
 
+    EDITABLE_FIELDS = ("name", "gpu_ids", "port", "autostart", "persistent_mode", "launch_args", "output_path")
+
+    def clean_changes(self, changes: dict) -> dict:
+        """Validate user edits of EDITABLE_FIELDS (every entry point: API, admin, UI) and return
+        the ones that really change something, normalised. Raises ValidationError (or Conflict)
+        keyed by field, with every bad field reported at once."""
+        from instances.gpus import detected_gpu_count
+        from instances.ports import port_is_bindable
+
+        checks = {
+            "name": validators.validate_name,
+            "gpu_ids": lambda value: validators.validate_gpu_ids(value, detected_gpu_count()),
+            "launch_args": validators.validate_launch_args,
+            "output_path": validators.validate_output_path,
+            "port": validators.validate_port,
+        }
+        clean: dict = {}
+        errors: dict[str, list[str]] = {}
+        for field, value in changes.items():
+            try:
+                if field in checks:
+                    clean[field] = checks[field](value)
+                elif field in ("autostart", "persistent_mode"):
+                    if not isinstance(value, bool):
+                        raise ValidationError({field: [f"{field} must be true or false."]})
+                    clean[field] = value
+            except ValidationError as exc:
+                errors.update(exc.message_dict if hasattr(exc, "error_dict") else {field: exc.messages})
+        if errors:
+            raise ValidationError(errors)
+        clean = {k: v for k, v in clean.items() if getattr(self, k) != v}
+        if not clean:
+            return clean
+        candidate = Instance(pk=self.pk, name=clean.get("name", self.name), port=clean.get("port", self.port))
+        candidate.slug = validators.slug_for(candidate.name)
+        candidate.check_unique()
+        if "port" in clean and clean["port"] is not None and not port_is_bindable(clean["port"]):
+            raise Conflict({"port": [f"Port {clean['port']} is already in use on this machine."]})
+        if candidate.slug != self.slug and (Path(settings.INSTANCES_DIR) / candidate.slug).exists():
+            raise Conflict({"name": [f"A directory for {candidate.slug!r} already exists in instances/."]})
+        return clean
+
     def update_settings(self, changes: dict) -> dict:
         """Apply user edits (the seed's unfinished "Update"). Autostart applies live; a change the
         running process must see restarts it; a rename moves the directory while stopped.
         Returns {"changed": [...], "restarted": bool, "message": str}."""
         from instances import lifecycle
-        from instances.gpus import detected_gpu_count
-        from instances.ports import port_is_bindable
 
-        clean: dict = {}
-        if "name" in changes:
-            clean["name"] = validators.validate_name(changes["name"])
-        if "gpu_ids" in changes:
-            clean["gpu_ids"] = validators.validate_gpu_ids(changes["gpu_ids"], detected_gpu_count())
-        if "launch_args" in changes:
-            clean["launch_args"] = validators.validate_launch_args(changes["launch_args"])
-        if "output_path" in changes:
-            clean["output_path"] = validators.validate_output_path(changes["output_path"])
-        if "port" in changes:
-            clean["port"] = validators.validate_port(changes["port"])
-        for flag in ("autostart", "persistent_mode"):
-            if flag in changes:
-                if not isinstance(changes[flag], bool):
-                    raise ValidationError({flag: [f"{flag} must be true or false."]})
-                clean[flag] = changes[flag]
-        changed = [k for k, v in clean.items() if getattr(self, k) != v]
+        clean = self.clean_changes(changes)
+        changed = list(clean)
         if not changed:
             return {"changed": [], "restarted": False, "message": "Nothing changed."}
-
-        candidate = Instance(pk=self.pk, name=clean.get("name", self.name), port=clean.get("port", self.port))
-        candidate.slug = validators.slug_for(candidate.name)
-        candidate.check_unique()
-        if "port" in changed and clean["port"] is not None and not port_is_bindable(clean["port"]):
-            raise Conflict({"port": [f"Port {clean['port']} is already in use on this machine."]})
+        candidate_slug = validators.slug_for(clean.get("name", self.name))
 
         needs_restart = any(k in self.RESTART_FIELDS for k in changed)
         was_running = self.is_active and needs_restart
-        renaming = "name" in changed and candidate.slug != self.slug
+        renaming = "name" in changed and candidate_slug != self.slug
         if renaming:
-            new_dir = Path(settings.INSTANCES_DIR) / candidate.slug
-            if new_dir.exists():
-                raise Conflict({"name": [f"A directory for {candidate.slug!r} already exists in instances/."]})
+            new_dir = Path(settings.INSTANCES_DIR) / candidate_slug
             if self.is_active or self.status == InstanceStatus.STOPPING:
                 lifecycle.halt(self)  # the process holds files in the old directory
             self.refresh_from_db()
             if self.directory.exists():
                 os.rename(self.directory, new_dir)
-            clean["slug"] = candidate.slug
+            clean["slug"] = candidate_slug
         for key, value in clean.items():
             setattr(self, key, value)
         self.save(update_fields=[*clean.keys(), "updated_at"])

@@ -189,11 +189,6 @@ def process_info(instance_id: int) -> dict | None:
         raise
 
 
-def all_process_info() -> dict[str, dict]:
-    """{'group:name': info} for every process supervisord knows."""
-    return {f"{p['group']}:{p['name']}": p for p in call("getAllProcessInfo")}
-
-
 def instance_id_from_process(name: str) -> int | None:
     """'instance-12-webui' or 'instance-12:instance-12-webui' -> 12."""
     name = name.split(":")[-1]

@@ -84,6 +84,15 @@ def row_for(page, name: str):
     return page.locator("#instances-body tr", has=page.locator("td.name strong", has_text=re.compile(f"^{re.escape(name)}$")))
 
 
+def select_and_start(page, name: str, blueprint: str) -> None:
+    """Create an instance through the API, select its row and press its Start button."""
+    status, created = api(page, "POST", "/instances", {"name": name, "blueprint": blueprint})
+    assert status == 201, created
+    row = row_for(page, name)
+    row.locator("td.name").click()
+    row.get_by_role("button", name=f"Start {name}", exact=True).click()
+
+
 def watch_badge(page, instance_id: str) -> None:
     """Record every status the row's badge shows, and mark the page so a reload would be noticed."""
     page.evaluate(
@@ -318,11 +327,7 @@ def test_chatty_log_stays_capped_and_responsive(page, live) -> None:
     from playwright.sync_api import expect
 
     login(page)
-    status, created = api(page, "POST", "/instances", {"name": "Flood", "blueprint": "floodlog"})
-    assert status == 201, created
-    row = row_for(page, "Flood")
-    row.locator("td.name").click()
-    row.get_by_role("button", name="Start Flood", exact=True).click()
+    select_and_start(page, "Flood", "floodlog")
     started = time.monotonic()
     worst = 0.0
     while time.monotonic() - started < 60:
@@ -352,11 +357,7 @@ def test_ansi_colours_and_progress_bars(page, live) -> None:
     from playwright.sync_api import expect
 
     login(page)
-    status, created = api(page, "POST", "/instances", {"name": "Colours", "blueprint": "99-test-logs"})
-    assert status == 201, created
-    row = row_for(page, "Colours")
-    row.locator("td.name").click()
-    row.get_by_role("button", name="Start Colours", exact=True).click()
+    select_and_start(page, "Colours", "99-test-logs")
     view = page.locator("#log-view")
     expect(view).to_contain_text("colour check after line 10", timeout=30_000)
     expect(view).to_contain_text("progress: 100%|##########| 10/10")

@@ -112,3 +112,12 @@ def test_edit_form_name_conflict(staff, bp):
     response = staff.post(f"/admin/instances/instance/{instance.pk}/change/", form_data(staff, instance, name="taken"))
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
+
+
+def test_edit_form_reports_every_bad_field_at_once(staff, bp):
+    instance = Instance.objects.create_instance(name="Two Errors", blueprint=bp)
+    response = staff.post(f"/admin/instances/instance/{instance.pk}/change/",
+                          form_data(staff, instance, name="a;b", gpu_ids="0,abc"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "field-name" in html and "field-gpu_ids" in html and html.count('class="errorlist') >= 2
