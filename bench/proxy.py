@@ -13,16 +13,16 @@ with auth on, < 1 ms added websocket round-trip, reload < 100 ms.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 
 import httpx
+from _http import Load, get_request, merged, tcp
+from _http import load as http_load
 from _stack import REPO, percentile, running_stack
 from websockets.sync.client import connect
 
@@ -36,78 +36,9 @@ runpy.run_path(sys.argv[1], run_name="__main__")' {demo}
 """
 
 
-@dataclass
-class Load:
-    latencies_ms: list[float]
-    seconds: float
-
-    @property
-    def rps(self) -> float:
-        return len(self.latencies_ms) / self.seconds
-
-    def line(self, label: str) -> str:
-        return (f"  {label:<44} {self.rps:7.0f} req/s  p50 {statistics.median(self.latencies_ms):5.2f} ms  "
-                f"p99 {percentile(self.latencies_ms, 99):5.2f} ms")
-
-
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    """Read one HTTP/1.1 response (Content-Length or chunked); return its status."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    if "content-length" in headers:
-        await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding") == "chunked":
-        while True:
-            size = int((await reader.readline()).strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    return status
-
-
-async def _load(port: int, path: str, cookie: str, seconds: float, concurrency: int) -> Load:
-    """Keep-alive GETs from `concurrency` connections for `seconds` (a raw client: httpx would
-    spend more CPU than the servers it measures on a 2-core machine)."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n").encode()
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                writer.write(request)
-                try:
-                    status = await _read_response(reader)
-                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
-                    if getattr(exc, "partial", b""):
-                        raise
-                    # nginx closes a client connection after keepalive_requests (1000): reconnect,
-                    # as a browser would, and count the reconnect in this request's time.
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.write(request)
-                    status = await _read_response(reader)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if status != 200:
-                    raise SystemExit(f"{path} on port {port}: HTTP {status}")
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return Load(latencies, time.perf_counter() - started)
-
-
 def load(port: int, path: str, cookie: str, seconds: float, concurrency: int) -> Load:
-    return asyncio.run(_load(port, path, cookie, seconds, concurrency))
-
-
-def merged(loads: list[Load]) -> Load:
-    return Load([v for x in loads for v in x.latencies_ms], sum(x.seconds for x in loads))
+    request = get_request(path, {"Cookie": cookie}, host=f"127.0.0.1:{port}")
+    return http_load(tcp(port), request, concurrency, seconds=seconds)
 
 
 def ws_round_trips(url: str, cookie: str, count: int) -> list[float]:
