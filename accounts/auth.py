@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import ApiToken, hash_token
+from aikore_site.dbcache import cached_until_db_changes
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -20,10 +21,16 @@ def bearer_token(request: HttpRequest) -> str | None:
     return None
 
 
+@cached_until_db_changes
+def _active_token(digest: str) -> ApiToken | None:
+    # Exact cache: revoking a token or deactivating its user is a write, which ends it.
+    return ApiToken.objects.active().select_related("user").filter(token_hash=digest).first()
+
+
 def user_from_token(raw: str) -> AbstractBaseUser | None:
     if len(raw) > 200:
         return None
-    token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
+    token = _active_token(hash_token(raw))
     if token is None:
         return None
     now = timezone.now()

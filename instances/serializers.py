@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from aikore_site.dbcache import cached_until_db_changes
 from instances.models import Instance
 
 
@@ -28,3 +31,10 @@ def instance_summary(instance: Instance) -> dict:
         "updated_at": instance.updated_at.isoformat() if instance.updated_at else None,
         "status_changed_at": instance.status_changed_at.isoformat() if instance.status_changed_at else None,
     }
+
+
+@cached_until_db_changes
+def instance_list_json() -> bytes:
+    """Every instance's summary as a JSON array: GET /api/instances, the hottest read (dashboards
+    and scripts poll it). Rebuilt only after something was written to the database."""
+    return json.dumps([instance_summary(i) for i in Instance.objects.all()]).encode()
