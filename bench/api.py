@@ -7,7 +7,10 @@ Two load shapes, both straight at daphne's unix socket (keep-alive, raw client: 
   clients / throughput), so it is the demanding reading of "20 concurrent clients".
 - paced: each client sends one request every --pace ms, like dashboards and scripts polling.
 
-Also printed: the same closed loop through nginx (what a user on the AiKore port sees).
+Also printed: the same closed loop through nginx (what a user on the AiKore port sees), and with
+another connection committing writes faster than requests arrive, so that the list and token
+reads, which are cached until the database changes (aikore_site/dbcache.py), are rebuilt on
+(nearly) every request: the cost without the cache, plus a busy writer.
 
     .venv/bin/python bench/api.py [--requests 4000] [--concurrency 20] [--pace 500]
 """
@@ -15,10 +18,36 @@ Also printed: the same closed loop through nginx (what a user on the AiKore port
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
+import threading
+from collections.abc import Iterator
 
 from _http import Load, get_request, load, tcp, unix
 from _stack import percentile, running_stack
+
+
+@contextlib.contextmanager
+def writing_elsewhere(db_path: str, every: float) -> Iterator[list[int]]:
+    """Commit an UPDATE every `every` seconds from another connection, in a thread."""
+    stop, count = threading.Event(), [0]
+
+    def writer() -> None:
+        db = sqlite3.connect(db_path, timeout=20, isolation_level=None)
+        while not stop.wait(every):
+            db.execute("UPDATE instances_instance SET restart_count = restart_count + 1 WHERE id = "
+                       "(SELECT MIN(id) FROM instances_instance)")
+            count[0] += 1
+        db.close()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        stop.set()
+        thread.join()
 
 
 def main() -> None:
@@ -65,6 +94,8 @@ def main() -> None:
         paced_n = min(n, 1000)
         paced = {"ping": load(daphne, ping, c, total=paced_n, pace=pace),
                  "api": load(daphne, api, c, total=paced_n, pace=pace)}
+        with writing_elsewhere(settings.DATABASES["default"]["NAME"], every=0.0002) as writes:
+            churn = load(daphne, api, c, total=n // 2)
         via_nginx = load(nginx, get_request("/api/instances", auth, host=f"127.0.0.1:{settings.AIKORE_PORT}"),
                          c, total=n)
 
@@ -83,6 +114,10 @@ def main() -> None:
     print(paced["ping"].line("trivial Django view (/_aikore/ping)"))
     print(paced["api"].line("GET /api/instances (50 instances)"))
     print(ratios(paced["api"], paced["ping"]))
+    print(f"closed loop while another connection commits {writes[0] / churn.seconds:.0f} writes/s "
+          f"({churn.rps:.0f} requests/s: cached reads rebuilt on {min(1.0, writes[0] / len(churn.latencies_ms)):.0%} "
+          "of requests at most):")
+    print(churn.line("GET /api/instances (50 instances)"))
     print(f"closed loop through nginx on the AiKore port ({c} clients):")
     print(via_nginx.line("GET /api/instances (50 instances)"))
     met = {k: percentile(v["api"].latencies_ms, 99) < 50 for k, v in (("closed loop", closed), ("paced", paced))}
