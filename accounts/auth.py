@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -36,7 +37,9 @@ def user_from_token(raw: str) -> AbstractBaseUser | None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # throttled write
-    return token.user
+    # The cached token is shared by this thread's later requests: each gets its own user object
+    # (backends cache permissions on it, views may set attributes).
+    return copy.copy(token.user)
 
 
 def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:

@@ -42,4 +42,3 @@ async def application(scope, receive, send):
         _started = asyncio.ensure_future(start_services())
     await asyncio.shield(_started)
     await _inner(scope, receive, send)
-

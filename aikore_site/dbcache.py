@@ -16,11 +16,10 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Hashable
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
 from django.db import connection
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_ENTRIES = 256  # per function and thread; keys are e.g. token digests, so keep it bounded
@@ -38,30 +37,29 @@ def database_stamp() -> tuple[object, int, int] | None:
     return raw, version, raw.total_changes
 
 
-def cached_until_db_changes(func: Callable[P, T]) -> Callable[P, T]:
+def cached_until_db_changes(func: Callable[..., T]) -> Callable[..., T]:
     """Memoise `func(*args)` per thread for as long as `database_stamp()` stays the same.
 
-    `func` must only read the database and return a value that is safe to hand out again."""
+    `func` must only read the database and return a value that is safe to hand out again
+    (immutable, or copied by the caller before anything may change it)."""
     local = threading.local()
 
     @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    def wrapper(*args: Hashable) -> T:
         stamp = database_stamp()
         if stamp is None:
-            return func(*args, **kwargs)
+            return func(*args)
         if getattr(local, "stamp", None) != stamp:
             local.stamp, local.values = stamp, {}
-        key: Hashable = (args, tuple(sorted(kwargs.items())))
         try:
-            return local.values[key]
+            return local.values[args]
         except KeyError:
             pass
-        value = func(*args, **kwargs)
+        value = func(*args)
         # A commit between reading the stamp and func()'s own read only makes the next call miss.
         if len(local.values) >= MAX_ENTRIES:
             local.values.clear()
-        local.values[key] = value
+        local.values[args] = value
         return value
 
-    wrapper.cache_clear = lambda: local.__dict__.clear()  # type: ignore[attr-defined]
     return wrapper

@@ -9,9 +9,15 @@ hand-off, so a trivial view topped out near 230 req/s and `GET /api/instances` n
 
 This handler keeps Django's request parsing and response sending, but builds the *sync* middleware
 chain (as under WSGI) and runs request_started → middleware → view → response close in one call on
-a small pool of long-lived threads — exactly what a threaded WSGI server does, so the usual
-one-thread-per-request guarantees (DB connection, transactions) hold. Streaming responses are
-closed after their body is sent, as Django does.
+a long-lived worker thread, as a threaded WSGI server does: the request's DB connection and
+transactions stay on one thread. (Streaming responses, which AiKore does not use, are consumed
+and closed after the view returns, as Django does for ASGI.)
+
+Two pools. Short, CPU-bound requests queue more fairly on few threads (bench/api.py p99 rose with
+the pool size), but some requests block for seconds (deleting a running instance waits for it to
+stop; a write may wait for SQLite's lock). So the hottest reads, which never block — nginx's auth
+check for every proxied WebUI request, the instance list dashboards and scripts poll, the ping —
+run on a small pool of their own, and a few slow requests can never hold them up.
 """
 
 from __future__ import annotations
@@ -28,20 +34,28 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, HttpResponse
 from django.urls import set_script_prefix
 
+# (method, path) of requests that are cheap and never block: they get the quick pool.
+QUICK_REQUESTS = frozenset({
+    ("GET", "/_aikore/auth"),
+    ("GET", "/_aikore/ping"),
+    ("GET", "/api/instances"),
+})
+QUICK_THREADS = 2
+
 
 class OneHopASGIHandler(ASGIHandler):
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, quick_threads: int = QUICK_THREADS,
+                 quick_requests: frozenset[tuple[str, str]] = QUICK_REQUESTS) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler.__init__: that builds the async chain
         self.load_middleware(is_async=False)
-        self._executor = ThreadPoolExecutor(threads or settings.AIKORE_HTTP_THREADS, thread_name_prefix="http")
+        self._pool = ThreadPoolExecutor(threads or settings.AIKORE_HTTP_THREADS, thread_name_prefix="http")
+        self._quick_pool = ThreadPoolExecutor(quick_threads, thread_name_prefix="http-quick")
+        self._quick_requests = quick_requests
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         await self.handle(scope, receive, send)
-
-    def _in_thread(self, func):
-        return sync_to_async(func, thread_sensitive=False, executor=self._executor)
 
     def _serve(self, scope: dict, body_file) -> HttpResponse:
         """The whole sync part of one request, in one worker thread."""
@@ -71,14 +85,26 @@ class OneHopASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
+        quick = (scope.get("method"), scope.get("path")) in self._quick_requests
+        pool = self._quick_pool if quick else self._pool
+        serving = asyncio.ensure_future(sync_to_async(self._serve, thread_sensitive=False, executor=pool)(
+            scope, body_file))
+        # A client that goes away stops waiting work: queued requests are dropped, not served.
+        disconnect = asyncio.ensure_future(self.listen_for_disconnect(receive))
         try:
-            response = await self._in_thread(self._serve)(scope, body_file)
+            await asyncio.wait((serving, disconnect), return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done():
+                serving.cancel()  # a request already running finishes (and closes) in its thread
+                return
+            response = serving.result()
             try:
                 await self.send_response(response, send)
-            except (asyncio.CancelledError, OSError):
-                pass  # client went away mid-response
             finally:
                 if response.streaming:
-                    await self._in_thread(response.close)()
+                    await sync_to_async(response.close, thread_sensitive=False, executor=pool)()
         finally:
+            if disconnect.done():
+                disconnect.exception()  # RequestAborted, expected: mark it seen
+            disconnect.cancel()
+            serving.cancel()
             body_file.close()

@@ -140,10 +140,10 @@ NGINX_DIR = AIKORE_DATA_DIR / "nginx"
 # nginx (proxy/): the binary, and how long nginx may answer instance auth checks from its own
 # cache (0 = ask Django on every request; a logout takes effect within this many seconds).
 AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbin/nginx"
-# Threads serving Django's HTTP requests in the web process (aikore_site/handler.py). Requests are
-# short and CPU-bound under the GIL: fewer threads queue fairly (bench/api.py p99 was best at 2-4,
-# worst at 8); more only help when many slow calls (supervisord, big log reads) overlap.
-AIKORE_HTTP_THREADS = env_int("AIKORE_HTTP_THREADS", 4, 1, 64)
+# Threads serving Django's HTTP requests in the web process (aikore_site/handler.py), besides the
+# two that serve only the hottest never-blocking reads (auth checks, the instance list): enough
+# for several slow requests (deleting running instances, supervisord calls) at once.
+AIKORE_HTTP_THREADS = env_int("AIKORE_HTTP_THREADS", 8, 1, 64)
 AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
 
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
@@ -215,14 +215,17 @@ else:
             "OPTIONS": {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=16777216;"
+                ),
             },
             "TEST": {"NAME": str(AIKORE_DATA_DIR / "aikore.db")},
-            # Web requests run on a small pool of long-lived threads (aikore_site/handler.py):
-            # keeping each thread's connection open saves a connect + PRAGMAs + close per request,
-            # which was a third of the cost of GET /api/instances.
+            # Every process's threads are long-lived (web request pools, the worker's, the
+            # watcher): keeping a thread's connection open saves a connect + PRAGMAs + close per
+            # request or job, which was a third of the cost of GET /api/instances. Idle
+            # connections hold no lock, so WAL checkpoints still complete; journal_size_limit
+            # (in init_command) truncates the WAL file back after a burst of writes.
             "CONN_MAX_AGE": None,
-            "CONN_HEALTH_CHECKS": True,
         }
     }
 

@@ -27,6 +27,8 @@ class PromptReapingServer(Server):
         return queue
 
     def protocol_disconnected(self, protocol) -> None:
+        if protocol not in self.connections:
+            return  # reaped already; daphne may report a disconnect twice (websocket rejections)
         super().protocol_disconnected(protocol)
         instance = self.connections.get(protocol, {}).get("application_instance")
         if instance is not None and instance.done():

@@ -119,7 +119,8 @@ class Sampler:
         try:
             return self.sample()
         finally:
-            # Like the end of a request: this pool thread's DB connection doesn't outlive its use.
+            # Like the end of a request: a broken (or, per CONN_MAX_AGE, too old) connection of
+            # this pool thread is dropped here rather than failing the next sample.
             close_old_connections()
 
     async def run(self, push: Callable[[dict], Awaitable[None]]) -> None:

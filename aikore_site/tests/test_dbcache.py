@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -31,8 +33,14 @@ def counted():
     return names, calls
 
 
-def other_connection() -> sqlite3.Connection:
-    return sqlite3.connect(settings.DATABASES["default"]["NAME"], timeout=20, isolation_level=None)
+@contextlib.contextmanager
+def other_connection() -> Iterator[sqlite3.Connection]:
+    """A second connection to the same file, in autocommit: each statement is committed."""
+    db = sqlite3.connect(settings.DATABASES["default"]["NAME"], timeout=20, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def make(name: str) -> Instance:
@@ -114,15 +122,17 @@ def test_reconnecting_ends_the_cache(counted):
     assert len(calls) == 2
 
 
-def test_api_list_and_token_see_writes_from_elsewhere_at_once(alice):
+def test_api_list_and_token_see_writes_from_elsewhere_at_once(alice, django_assert_num_queries):
     """The two cached reads behind GET /api/instances: a revoked token is refused on the very next
     request, and a status written by another process shows on the very next list."""
     _token, raw = ApiToken.issue(alice, "script")
     auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     c = Client()
     make("one")
-    assert [i["status"] for i in c.get("/api/instances", **auth).json()] == ["stopped"]
-    assert c.get("/api/instances", **auth).status_code == 200
+    assert c.get("/api/instances", **auth).status_code == 200  # records last_used_at: a write
+    assert [i["status"] for i in c.get("/api/instances", **auth).json()] == ["stopped"]  # fills
+    with django_assert_num_queries(2):  # the two stamps (PRAGMA data_version): both reads cached
+        assert c.get("/api/instances", **auth).status_code == 200
     with other_connection() as db:
         db.execute("UPDATE instances_instance SET status = 'running'")
     assert [i["status"] for i in c.get("/api/instances", **auth).json()] == ["running"]
@@ -136,7 +146,19 @@ def test_deactivated_user_token_refused_at_once(alice):
     auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     c = Client()
     assert c.get("/api/instances", **auth).status_code == 200  # records last_used_at: a write
-    assert c.get("/api/instances", **auth).status_code == 200  # served from the cache
+    assert c.get("/api/instances", **auth).status_code == 200  # fills the cache
     with other_connection() as db:
         db.execute("UPDATE auth_user SET is_active = 0")
     assert c.get("/api/instances", **auth).status_code == 401
+
+
+def test_each_request_gets_its_own_user_object(alice):
+    """The cached token is shared; the user object a request may scribble on is not."""
+    _token, raw = ApiToken.issue(alice, "script")
+    from accounts.auth import user_from_token
+
+    user_from_token(raw)  # records last_used_at
+    first, second = user_from_token(raw), user_from_token(raw)
+    assert first == second and first is not second
+    first.scribbled = True
+    assert not hasattr(user_from_token(raw), "scribbled")
