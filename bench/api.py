@@ -94,6 +94,8 @@ def main() -> None:
         paced_n = min(n, 1000)
         paced = {"ping": load(daphne, ping, c, total=paced_n, pace=pace),
                  "api": load(daphne, api, c, total=paced_n, pace=pace)}
+        one = get_request(f"/api/instances/{Instance.objects.order_by('id').first().pk}", auth)
+        general = load(daphne, one, c, total=n // 2)
         with writing_elsewhere(settings.DATABASES["default"]["NAME"], every=0.0002) as writes:
             churn = load(daphne, api, c, total=n // 2)
         via_nginx = load(nginx, get_request("/api/instances", auth, host=f"127.0.0.1:{settings.AIKORE_PORT}"),
@@ -114,6 +116,8 @@ def main() -> None:
     print(paced["ping"].line("trivial Django view (/_aikore/ping)"))
     print(paced["api"].line("GET /api/instances (50 instances)"))
     print(ratios(paced["api"], paced["ping"]))
+    print("closed loop on the general pool (AIKORE_HTTP_THREADS threads; the list and auth checks have their own):")
+    print(general.line("GET /api/instances/<id> (uncached)"))
     print(f"closed loop while another connection commits {writes[0] / churn.seconds:.0f} writes/s "
           f"({churn.rps:.0f} requests/s: cached reads rebuilt on {min(1.0, writes[0] / len(churn.latencies_ms)):.0%} "
           "of requests at most):")
