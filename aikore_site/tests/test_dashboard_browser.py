@@ -441,7 +441,13 @@ def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> No
         expect(row.locator("td.gpu")).to_have_text("GPU1")
         row.get_by_role("button", name="Start On GPU One", exact=True).click()
         expect(row.locator(".badge")).to_have_text("running", timeout=60_000)
-        env = page.request.get(gpu_stack + "/instance/on-gpu-one/env").json()
+        # "running" means the app answers on its port; nginx serves the new route once its reload
+        # has swapped workers, which can be ~100 ms later (proxy/tests wait for it the same way).
+        deadline = time.monotonic() + 15
+        while (reply := page.request.get(gpu_stack + "/instance/on-gpu-one/env")).status != 200:
+            assert time.monotonic() < deadline, f"route not served: HTTP {reply.status}"
+            time.sleep(0.1)
+        env = reply.json()
         assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         shot(page, "13-monitoring-gpus")
 
