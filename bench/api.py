@@ -18,13 +18,15 @@ reads, which are cached until the database changes (aikore_site/dbcache.py), are
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from statistics import median
 
-from _http import Load, get_request, load, tcp, unix
+from _http import Load, get_request, load, read_response, tcp, unix
 from _stack import percentile, running_stack
 
 
@@ -75,10 +77,6 @@ def main() -> None:
         nginx = tcp(settings.AIKORE_PORT)
         ping, api = get_request("/_aikore/ping"), get_request("/api/instances", auth)
 
-        import asyncio
-
-        from _http import read_response
-
         async def check() -> int:
             reader, writer = await daphne()
             writer.write(api)
@@ -102,8 +100,6 @@ def main() -> None:
                          c, total=n)
 
     def ratios(api_load: Load, base: Load) -> str:
-        from statistics import median
-
         return (f"  ratio api/trivial: p50 {median(api_load.latencies_ms) / median(base.latencies_ms):.2f}x, "
                 f"p99 {percentile(api_load.latencies_ms, 99) / percentile(base.latencies_ms, 99):.2f}x, "
                 f"throughput {api_load.rps / base.rps:.2f}x")

@@ -321,6 +321,25 @@ def test_monitoring_charts_render_with_data(page, live) -> None:
     shot(page, "10-tablet")
 
 
+def test_theme_follows_the_system_until_one_is_chosen(browser, live) -> None:
+    """No saved theme: the system's light/dark preference, live; a saved theme wins over it."""
+    context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
+    page = context.new_page()
+    scheme = "[document.documentElement.dataset.theme, getComputedStyle(document.documentElement).colorScheme]"
+    try:
+        page.goto(live.base_url + "/login/")
+        assert page.evaluate(scheme) == ["dark", "dark"]
+        page.emulate_media(color_scheme="light")
+        assert page.evaluate(scheme) == ["light", "light"]
+        page.evaluate("localStorage.setItem('aikore-theme', 'dark')")
+        page.reload()
+        assert page.evaluate(scheme) == ["dark", "dark"]
+        page.emulate_media(color_scheme="light")  # a saved choice is not overridden
+        assert page.evaluate(scheme) == ["dark", "dark"]
+    finally:
+        context.close()
+
+
 def test_chatty_log_stays_capped_and_responsive(page, live) -> None:
     """floodlog prints 100k lines as fast as it can: the console keeps a bounded DOM, reaches the
     last line, and the page keeps answering."""
