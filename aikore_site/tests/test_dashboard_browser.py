@@ -326,15 +326,24 @@ def test_theme_follows_the_system_until_one_is_chosen(browser, live) -> None:
     context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
     page = context.new_page()
     scheme = "[document.documentElement.dataset.theme, getComputedStyle(document.documentElement).colorScheme]"
+
+    def system_turns_light() -> None:
+        # Listeners run in the order they were added: once this one has run, theme.js's has too.
+        page.evaluate("() => { window.__changed = new Promise(resolve => matchMedia('(prefers-color-scheme: dark)')"
+                      ".addEventListener('change', resolve, {once: true})); }")
+        page.emulate_media(color_scheme="light")
+        page.evaluate("window.__changed")
+
     try:
         page.goto(live.base_url + "/login/")
         assert page.evaluate(scheme) == ["dark", "dark"]
-        page.emulate_media(color_scheme="light")
+        system_turns_light()
         assert page.evaluate(scheme) == ["light", "light"]
+        page.emulate_media(color_scheme="dark")
         page.evaluate("localStorage.setItem('aikore-theme', 'dark')")
         page.reload()
         assert page.evaluate(scheme) == ["dark", "dark"]
-        page.emulate_media(color_scheme="light")  # a saved choice is not overridden
+        system_turns_light()  # a saved choice is not overridden
         assert page.evaluate(scheme) == ["dark", "dark"]
     finally:
         context.close()
