@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(os.environ["AIKORE_HOME"]) / "blueprints"))
-from demo_webui import WebSocketClosed, WebSocketConnection, ws_accept_key  # noqa: E402
+from demo_webui import WebSocketClosed, WebSocketConnection, ws_accept_key
 
 HERE = Path(__file__).resolve().parent
 LOG = Path(os.environ.get("INSTANCE_CONF_DIR", ".")) / "requests.jsonl"
