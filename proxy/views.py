@@ -23,6 +23,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -66,6 +67,9 @@ def _is_page_load(request: HttpRequest) -> bool:
     return request.method in PAGE_METHODS and not request.headers.get("Upgrade")
 
 
+# App-origin pages are framed by the dashboard's View pane (they hold no action of their own: a
+# Start button leads to the control plane, whose pages refuse any frame but its own).
+@xframe_options_exempt
 @csrf_exempt  # nginx hands any refused request here, POSTs included; it only answers 401
 def app_signin(request: HttpRequest) -> HttpResponse:
     origin = origins.request_origin(request)
@@ -74,6 +78,7 @@ def app_signin(request: HttpRequest) -> HttpResponse:
     return _page(request, "proxy/app_signin.html", {"origin": origin}, status=401)
 
 
+@xframe_options_exempt
 def app_redeem(request: HttpRequest) -> HttpResponse:
     origin = origins.request_origin(request)
     next_path = origins.safe_next(request.GET.get("next"))
@@ -87,6 +92,7 @@ def app_redeem(request: HttpRequest) -> HttpResponse:
     return _no_store(response)
 
 
+@xframe_options_exempt
 def app_status(request: HttpRequest) -> HttpResponse:
     origin = origins.request_origin(request)
     user = appaccess.user_for(request, origin) if origin else None

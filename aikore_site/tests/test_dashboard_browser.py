@@ -152,19 +152,21 @@ def test_instance_lifecycle_through_the_dashboard(page, live) -> None:
     expect(page.locator("#log-status")).to_contain_text("live")
     shot(page, "03-running-logs")
 
-    # Open it through the proxy, in a new tab...
+    # Embedded in the View pane: the frame signs in on the apps port through the hand-off by itself
+    # (the first visit there), then shows the app. The demo page's request shows up in the log.
+    page.click("#tab-view")
+    frame = page.frame_locator("#view-frame")
+    expect(frame.locator("h1")).to_have_text("AiKore Demo WebUI")
+    # ... and in a new tab, on the apps port (its own origin).
+    page.click("#tab-logs")
     with page.context.expect_page() as new_tab:
         row.get_by_role("link", name="Open Browser Demo").click()
     tab = new_tab.value
     tab.wait_for_load_state()
-    # ... on the apps port (its own origin), signed in there through the one-time hand-off.
     expect(tab).to_have_url(f"{page.apps}/instance/browser-demo/")
     expect(tab).to_have_title("AiKore Demo WebUI - Browser Demo")
     tab.close()
-    # ... and embedded in the View pane. The demo page's request shows up in the log.
     page.click("#tab-view")
-    frame = page.frame_locator("#view-frame")
-    expect(frame.locator("h1")).to_have_text("AiKore Demo WebUI")
     shot(page, "04-view-embedded")
 
     # Edit and save its script with the code editor (shell highlighting on).

@@ -148,6 +148,10 @@ def test_signin_page_is_the_same_for_every_path_and_plain_for_scripts() -> None:
     assert len(pages) == 1
     page = pages.pop().decode()
     assert "/_aikore/handoff?to=" in page and 'import { controlOrigin } from "/_aikore/origins.js"' in page
+    # The dashboard's View pane frames app origins: their AiKore pages must let it; the control
+    # plane's own pages refuse any frame but their own.
+    assert "X-Frame-Options" not in Client().get("/_aikore/app/signin", **APPS)
+    assert Client().get("/login/")["X-Frame-Options"] == "SAMEORIGIN"
     post = Client().post("/_aikore/app/signin", **APPS)
     assert post.status_code == 401 and post["Content-Type"].startswith("text/plain")
     upgrade = Client().get("/_aikore/app/signin", HTTP_UPGRADE="websocket", **APPS)
