@@ -105,6 +105,22 @@ AIKORE_INSTANCE_PORT_RANGE = env_port_range("AIKORE_INSTANCE_PORT_RANGE", "19001
 if AIKORE_INSTANCE_PORT_RANGE is None:
     raise ImproperlyConfigured("AIKORE_INSTANCE_PORT_RANGE must not be empty")
 AIKORE_PUBLIC_PORT_RANGE = env_port_range("AIKORE_PUBLIC_PORT_RANGE", "")
+# The apps origin: every instance at /instance/<slug>/ on a port of its own, never the control
+# plane's origin (DESIGN.md, Isolation).
+AIKORE_APPS_PORT = env_int("AIKORE_APPS_PORT", AIKORE_PORT + 1 if AIKORE_PORT < 65535 else 65534, 1, 65535)
+if AIKORE_APPS_PORT == AIKORE_PORT:
+    raise ImproperlyConfigured(f"AIKORE_APPS_PORT must differ from AIKORE_PORT ({AIKORE_PORT})")
+if AIKORE_PUBLIC_PORT_RANGE and AIKORE_PUBLIC_PORT_RANGE[0] <= AIKORE_APPS_PORT <= AIKORE_PUBLIC_PORT_RANGE[1]:
+    raise ImproperlyConfigured(
+        f"AIKORE_APPS_PORT={AIKORE_APPS_PORT} lies inside AIKORE_PUBLIC_PORT_RANGE: start the range after it")
+if AIKORE_PUBLIC_PORT_RANGE and AIKORE_PUBLIC_PORT_RANGE[0] <= AIKORE_PORT <= AIKORE_PUBLIC_PORT_RANGE[1]:
+    raise ImproperlyConfigured(f"AIKORE_PORT={AIKORE_PORT} lies inside AIKORE_PUBLIC_PORT_RANGE")
+# Optional: each instance also at <slug>.<domain> (wildcard DNS, usually behind a TLS proxy); the
+# dashboard is then expected at <domain> itself, on the same scheme and port.
+AIKORE_APPS_DOMAIN = env_str("AIKORE_APPS_DOMAIN", "").strip().lower().rstrip(".")
+if AIKORE_APPS_DOMAIN and not re.fullmatch(
+        r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", AIKORE_APPS_DOMAIN):
+    raise ImproperlyConfigured(f"AIKORE_APPS_DOMAIN must be a DNS name like apps.example.com, got {AIKORE_APPS_DOMAIN!r}")
 AIKORE_ADMIN_USER = env_str("AIKORE_ADMIN_USER", "admin")
 AIKORE_REDIS_URL = env_str("AIKORE_REDIS_URL", "")
 
@@ -145,6 +161,8 @@ AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbi
 # for several slow requests (deleting running instances, supervisord calls) at once.
 AIKORE_HTTP_THREADS = env_int("AIKORE_HTTP_THREADS", 8, 1, 64)
 AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
+# App-access hand-off (accounts/appaccess.py): how long a one-time code may wait to be redeemed.
+AIKORE_HANDOFF_SECONDS = env_int("AIKORE_HANDOFF_SECONDS", 60, 5, 3600)
 
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
              TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
@@ -173,6 +191,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "aikore_site.middleware.OriginGuard",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -252,8 +271,17 @@ SESSION_COOKIE_NAME = "aikore_session"
 # cache in front of the database (daphne is one process, so the cache is coherent).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CSRF_COOKIE_NAME = "aikore_csrftoken"
+# Browsers do not isolate cookies by port: every AiKore cookie is sent to the apps port and the
+# public ports too (nginx strips them before an app sees them), and must never be readable by an
+# app's scripts. The dashboard reads its CSRF token from the page instead.
 SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The app-access credential (accounts/appaccess.py), valid on app origins only.
+APP_COOKIE_NAME = "aikore_app"
+# Control-plane pages are never framed by anything but themselves (an app must not frame the
+# dashboard); the dashboard frames the app origin, which is not restricted here.
 X_FRAME_OPTIONS = "SAMEORIGIN"
 
 # --- Huey: jobs ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ if "AIKORE_TEST_DATA_DIR" not in os.environ:
     os.environ["AIKORE_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="aikore-test-")
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
+os.environ.setdefault("AIKORE_APPS_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_INSTANCE_PORT_RANGE", "29001-29400")
 os.environ.setdefault("AIKORE_PUBLIC_PORT_RANGE", "29401-29450")
 os.environ.setdefault("AIKORE_STOP_TIMEOUT", "3")

@@ -52,7 +52,7 @@ class InstanceAdmin(admin.ModelAdmin):
                        "stopped_at", "exit_code", "error_message", "restart_count", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "base_blueprint", "gpu_ids", "port", "autostart", "persistent_mode",
-                           "launch_args", "output_path")}),
+                           "launch_args", "output_path", "allowed_origins")}),
         ("Observed state", {"fields": ("status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
                                        "stopped_at", "exit_code", "error_message", "restart_count")}),
         ("Times", {"fields": ("created_at", "updated_at")}),

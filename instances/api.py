@@ -62,6 +62,7 @@ def create_instance(request: HttpRequest, payload: InstanceCreate) -> Status:
         port=payload.port,
         launch_args=payload.launch_args,
         output_path=payload.output_path,
+        allowed_origins=payload.allowed_origins,
     )
     return Status(201, instance_summary(instance))
 

@@ -8,6 +8,9 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.description: Node-based Stable Diffusion UI
     # aikore.ready: http /            (or "tcp", or "none")
     # aikore.ready_timeout: 1800      (seconds)
+    # aikore.proxy: strip             (strip: the app sees / under /instance/<slug>/, the default;
+                                       keep: the app mounts itself under the prefix;
+                                       origin: the app needs the root of an origin of its own)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.conf import settings
 BLUEPRINT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 HEADER_RE = re.compile(r"^#\s*aikore\.([a-z_]+)\s*:\s*(.*?)\s*$")
 MAX_SCRIPT_BYTES = 256 * 1024
+PROXY_MODES = ("strip", "keep", "origin")
 
 
 class BlueprintNotFound(LookupError):
@@ -38,6 +42,7 @@ class Blueprint:
     ready_timeout: int | None
     custom: bool
     path: Path
+    proxy_mode: str = "strip"  # one of PROXY_MODES
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -73,6 +78,12 @@ def parse_ready(value: str) -> tuple[str, str]:
     return "tcp", ""
 
 
+def parse_proxy_mode(value: str) -> str:
+    """'keep' / 'origin' / 'strip'; anything else is the default, 'strip'."""
+    value = value.strip().lower()
+    return value if value in PROXY_MODES else "strip"
+
+
 def load_blueprint(path: Path, custom: bool) -> Blueprint:
     text = path.read_text(encoding="utf-8", errors="replace")
     meta = parse_header(text)
@@ -91,6 +102,7 @@ def load_blueprint(path: Path, custom: bool) -> Blueprint:
         ready_timeout=timeout,
         custom=custom,
         path=path,
+        proxy_mode=parse_proxy_mode(meta.get("proxy", "")),
     )
 
 

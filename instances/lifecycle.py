@@ -150,6 +150,11 @@ def _update_proxy() -> None:
     regenerate_nginx()
 
 
+def proxy_settings_changed() -> None:
+    """A proxy-only setting (allowed origins) changed: nginx picks it up, the app keeps running."""
+    _update_proxy()
+
+
 def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None:
     log.warning("instance %s failed: %s", instance.slug, reason)
     instance.append_log(f"failed: {reason}")

@@ -47,6 +47,7 @@ class InstanceManager(models.Manager["Instance"]):
         port: object = None,
         launch_args: object = "",
         output_path: object = "",
+        allowed_origins: object = "",
         script: str | None = None,
     ) -> Instance:
         """Validate, create the row and the instance directory with its own copy of the
@@ -69,6 +70,7 @@ class InstanceManager(models.Manager["Instance"]):
             port=validators.validate_port(port),
             launch_args=validators.validate_launch_args(launch_args),
             output_path=validators.validate_output_path(output_path),
+            allowed_origins=validators.validate_allowed_origins(allowed_origins),
         )
         instance.check_unique()
         if instance.port is not None:
@@ -98,6 +100,9 @@ class Instance(models.Model):
     persistent_mode = models.BooleanField(default=False)
     launch_args = models.TextField(blank=True, default="")
     output_path = models.CharField(max_length=200, blank=True, default="")
+    # Origins (scheme://host[:port]) besides the app's own whose pages may open websockets to it
+    # and send it writes; nginx refuses any other foreign Origin. Space-separated, validated.
+    allowed_origins = models.TextField(blank=True, default="")
 
     # Desired state: should it be running? Survives restarts of the web and worker processes.
     want_running = models.BooleanField(default=False, editable=False)
@@ -167,6 +172,22 @@ class Instance(models.Model):
         except BlueprintNotFound:
             return None
 
+    def proxy_mode(self) -> str:
+        """How the proxy serves it (blueprint header aikore.proxy): strip, keep or origin."""
+        bp = self.blueprint()
+        return bp.proxy_mode if bp else "strip"
+
+    def app_location(self) -> tuple[str, str]:
+        """Where the dashboard sends users: (origin id, path). Origin ids name configured origins
+        only ("apps", "port:<n>", "host:<slug>"); the browser supplies the host name (proxy/origins.py)."""
+        mode = self.proxy_mode()
+        path = self.url_path if mode == "keep" else "/"
+        if settings.AIKORE_APPS_DOMAIN:
+            return f"host:{self.slug}", path
+        if mode == "origin" and self.public_port:
+            return f"port:{self.public_port}", path
+        return "apps", self.url_path
+
     def environment(self) -> dict[str, str]:
         """The variables of the blueprint contract (DESIGN.md), computed in this one place."""
         env = {
@@ -184,6 +205,10 @@ class Instance(models.Model):
             "AIKORE_LAUNCH_ARGS": self.launch_args,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.proxy_mode() == "strip":
+            # Unmodified Gradio apps build their URLs from this (APPS.md); the public ports and host
+            # names accept and strip the prefix too, so the same value works there.
+            env["GRADIO_ROOT_PATH"] = self.url_path.rstrip("/")
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
         if self.persistent_mode and self.vnc_display is not None:
@@ -242,6 +267,10 @@ class Instance(models.Model):
         """Persist a status change (plus any observed fields) and tell the websocket clients."""
         self.status = status
         self.status_changed_at = timezone.now()
+        if status in (InstanceStatus.STOPPED, InstanceStatus.FAILED) and "public_port" not in fields:
+            # A stopped instance gives its public port back (allocated again at its next start; a
+            # crash restart keeps it, so the URL stays put while the app comes back).
+            fields["public_port"] = None
         for key, value in fields.items():
             setattr(self, key, value)
         update = ["status", "status_changed_at", "updated_at", *fields.keys()]
@@ -297,7 +326,8 @@ class Instance(models.Model):
 
     RESTART_FIELDS = ("name", "gpu_ids", "launch_args", "port", "output_path", "persistent_mode")
 
-    EDITABLE_FIELDS = ("name", "gpu_ids", "port", "autostart", "persistent_mode", "launch_args", "output_path")
+    EDITABLE_FIELDS = ("name", "gpu_ids", "port", "autostart", "persistent_mode", "launch_args", "output_path",
+                       "allowed_origins")
 
     def clean_changes(self, changes: dict) -> dict:
         """Validate user edits of EDITABLE_FIELDS (every entry point: API, admin, UI) and return
@@ -312,6 +342,7 @@ class Instance(models.Model):
             "launch_args": validators.validate_launch_args,
             "output_path": validators.validate_output_path,
             "port": validators.validate_port,
+            "allowed_origins": validators.validate_allowed_origins,
         }
         clean: dict = {}
         errors: dict[str, list[str]] = {}
@@ -366,6 +397,8 @@ class Instance(models.Model):
             setattr(self, key, value)
         self.save(update_fields=[*clean.keys(), "updated_at"])
         self.publish()
+        if "allowed_origins" in changed:
+            lifecycle.proxy_settings_changed()  # nginx applies it live: no restart
         message = "Saved."
         if was_running:
             if renaming:
@@ -386,6 +419,7 @@ class Instance(models.Model):
             autostart=self.autostart,
             persistent_mode=self.persistent_mode,
             launch_args=self.launch_args,
+            allowed_origins=self.allowed_origins,
             script=self.read_script() if self.script_path.exists() else None,
         )
 

@@ -19,6 +19,11 @@ class InstanceOut(Schema):
     launch_args: str
     output_path: str
     url: str
+    app_origin: str = Field(..., description='Where the app is served: "apps" (the apps port), "port:<n>" '
+                                              '(its public port) or "host:<slug>" (AIKORE_APPS_DOMAIN).')
+    app_path: str = Field(..., description="The app's path on that origin.")
+    proxy_mode: str = Field(..., description="strip, keep or origin (its blueprint's aikore.proxy).")
+    allowed_origins: str
     exit_code: int | None
     error_message: str
     restart_count: int
@@ -36,6 +41,8 @@ class InstanceCreate(Schema):
     port: int | None = Field(None, description="Internal port; null = allocate automatically.")
     launch_args: str = ""
     output_path: str = Field("", description="Folder under outputs/; empty = the instance's slug.")
+    allowed_origins: str | list[str] = Field("", description="Extra origins (scheme://host[:port]) whose pages "
+                                                             "may open websockets to the app and send it writes.")
 
 
 class InstancePatch(Schema):
@@ -46,6 +53,7 @@ class InstancePatch(Schema):
     port: int | None = None
     launch_args: str | None = None
     output_path: str | None = None
+    allowed_origins: str | list[str] | None = None
 
 
 class InstanceUpdateOut(Schema):
@@ -92,6 +100,7 @@ class BlueprintOut(Schema):
     ready_path: str
     ready_timeout: int | None
     custom: bool
+    proxy_mode: str
 
 
 class BlueprintDetailOut(BlueprintOut):

@@ -9,6 +9,8 @@ from instances.models import Instance
 
 
 def instance_summary(instance: Instance) -> dict:
+    mode = instance.proxy_mode()
+    origin, path = instance.app_location()
     return {
         "id": instance.pk,
         "name": instance.name,
@@ -24,6 +26,10 @@ def instance_summary(instance: Instance) -> dict:
         "launch_args": instance.launch_args,
         "output_path": instance.output_path,
         "url": instance.url_path,
+        "app_origin": origin,
+        "app_path": path,
+        "proxy_mode": mode,
+        "allowed_origins": instance.allowed_origins,
         "exit_code": instance.exit_code,
         "error_message": instance.error_message,
         "restart_count": instance.restart_count,

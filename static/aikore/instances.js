@@ -2,6 +2,7 @@
 // the create/edit form (errors from the API are shown next to their fields).
 
 import { api, ApiError, ask, el, $, toast, reportError } from "./util.js";
+import { appUrl } from "./origins.js";
 
 const ACTIVE = ["starting", "running", "installing"];
 
@@ -196,7 +197,7 @@ export class InstanceTable {
     row.querySelector("td.gpu").replaceChildren(...(gpus.length ? gpus.map((g) => el("span.chip", {}, `GPU${g}`)) : [el("span.muted", {}, "all")]));
     const port = row.querySelector("td.port");
     port.replaceChildren(inst.port ? String(inst.port) : el("span.muted", {}, "auto"));
-    if (inst.public_port) port.append(" ", el("a", { href: `${location.protocol}//${location.hostname}:${inst.public_port}/`, target: "_blank", rel: "noopener", title: "Public port" }, `:${inst.public_port}`));
+    if (inst.public_port) port.append(" ", el("a", { href: appUrl({ ...inst, app_origin: `port:${inst.public_port}`, app_path: "/" }), target: "_blank", rel: "noopener", title: "Public port" }, `:${inst.public_port}`));
     const auto = row.querySelector("input[data-action=autostart]");
     auto.checked = Boolean(inst.autostart);
     auto.setAttribute("aria-label", `Autostart ${inst.name}`);
@@ -208,7 +209,7 @@ export class InstanceTable {
     row.querySelector("[data-action=stop]").disabled = inst.status === "stopped";
     row.querySelector("[data-action=restart]").disabled = inst.status === "stopping";
     const open = row.querySelector("[data-action=open]");
-    open.href = inst.url || `/instance/${inst.slug}/`;
+    open.href = appUrl(inst);
     open.setAttribute("aria-disabled", String(inst.status !== "running"));
     open.tabIndex = inst.status === "running" ? 0 : -1;
   }
@@ -221,7 +222,7 @@ export class InstanceTable {
 
 // --- create / edit form -----------------------------------------------------------------------
 
-const FIELDS = ["name", "blueprint", "gpu_ids", "port", "launch_args", "output_path", "persistent_mode", "autostart"];
+const FIELDS = ["name", "blueprint", "gpu_ids", "port", "launch_args", "output_path", "allowed_origins", "persistent_mode", "autostart"];
 
 export class InstanceForm {
   constructor(dialog) {
@@ -257,6 +258,7 @@ export class InstanceForm {
     f.name.value = instance ? instance.name : "";
     f.launch_args.value = instance ? instance.launch_args || "" : "";
     f.output_path.value = instance ? instance.output_path || "" : "";
+    f.allowed_origins.value = instance ? instance.allowed_origins || "" : "";
     f.persistent_mode.checked = Boolean(instance && instance.persistent_mode);
     f.autostart.checked = Boolean(instance && instance.autostart);
     f.port_mode.value = instance && instance.port ? "manual" : "auto";
@@ -329,6 +331,7 @@ export class InstanceForm {
       port: manual && rawPort !== "" ? Number(rawPort) : null,
       launch_args: f.launch_args.value,
       output_path: f.output_path.value.trim(),
+      allowed_origins: f.allowed_origins.value.trim().split(/[\s,]+/).filter(Boolean).join(" "),
       persistent_mode: f.persistent_mode.checked,
       autostart: f.autostart.checked,
     };

@@ -6,6 +6,7 @@ import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
+import { appUrl } from "./origins.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -54,7 +55,7 @@ function updateView(inst) {
   const open = $("#view-open");
   const frame = $("#view-frame");
   const running = Boolean(inst && inst.status === "running");
-  const url = inst ? inst.url || `/instance/${inst.slug}/` : "#";
+  const url = inst ? appUrl(inst) : "#";
   open.href = url;
   open.setAttribute("aria-disabled", String(!running));
   $("#view-note").textContent = !inst ? "" : running ? url : `${inst.name} is ${inst.status}; start it to see its UI.`;
