@@ -6,6 +6,7 @@ import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
+import { Notifications } from "./notifications.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -15,7 +16,8 @@ const logs = new LogConsole({
 });
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
-window.aikore = { store, logs, editor, monitor }; // for debugging and the browser tests
+const notifications = new Notifications({ button: $("#notify-button"), store });
+window.aikore = { store, logs, editor, monitor, notifications }; // for debugging and the browser tests
 
 // --- detail pane --------------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ const statusSocket = liveSocket(() => "/ws/instances/", {
 });
 window.aikore.statusSocket = statusSocket;
 monitor.start();
+notifications.start();
 
 // --- theme ------------------------------------------------------------------------------------
 
