@@ -339,5 +339,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "huey": {"level": "WARNING"},
+        "apprise": {"level": "WARNING"},
     },
 }

@@ -92,6 +92,10 @@ class Target(models.Model):
 
     class Meta:
         ordering = ["source", "name", "pk"]
+        constraints = [
+            # Jobs mirror AIKORE_NOTIFY_URLS concurrently: one row per environment URL, whoever wins.
+            models.UniqueConstraint(fields=["url"], condition=models.Q(source="env"), name="one_row_per_env_url"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.masked_url})"

@@ -185,7 +185,9 @@ def sync_env_targets() -> None:
     existing = {t.url: t for t in Target.objects.filter(source=Target.Source.ENV)}
     for index, url in enumerate(urls, start=1):
         if url not in existing:
-            Target.objects.create(name=f"AIKORE_NOTIFY_URLS #{index}", url=url, source=Target.Source.ENV)
+            # get_or_create: a concurrent sync that inserted it first wins (unique per env URL).
+            Target.objects.get_or_create(source=Target.Source.ENV, url=url,
+                                         defaults={"name": f"AIKORE_NOTIFY_URLS #{index}"})
     stale = [t.pk for u, t in existing.items() if u not in urls]
     if stale:
         Target.objects.filter(pk__in=stale).delete()

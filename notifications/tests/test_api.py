@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.test import Client
 
 from instances.models import Instance
@@ -165,6 +166,9 @@ def test_env_targets_are_listed_masked_and_not_deletable(client, settings):
     assert r.status_code == 422 and "AIKORE_NOTIFY_URLS" in r.json()["detail"]
     r = call(client, "patch", f"/api/notifications/targets/{env_id}", {"kinds": ["failed"], "enabled": False})
     assert r.status_code == 200 and r.json()["kinds"] == ["failed"]
+    # Jobs mirror the variable concurrently: the database keeps one row per environment URL.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Target.objects.create(source="env", url="ntfy://env-topic", name="twin")
     # Removed from the environment: gone here too; kept ones keep the user's choices.
     settings.AIKORE_NOTIFY_URLS = ["json://127.0.0.1:9/env-secret"]
     listing = client.get("/api/notifications/targets").json()
