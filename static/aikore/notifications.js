@@ -36,7 +36,7 @@ export class Notifications {
     this.events = new Map();
     this.kinds = [];
     this.targets = [];
-    this.staff = true;
+    this.staff = button.dataset.staff !== "0"; // targets hold secrets: staff only (the API says so too)
     this.tab = "history";
     this.seen = Number(localStorage.getItem(SEEN_KEY) || 0);
     this.dialog = this.build();
@@ -78,8 +78,12 @@ export class Notifications {
     return [...this.events.values()].sort((a, b) => b.id - a.id);
   }
 
+  unread() {
+    return [...this.events.values()].filter((e) => e.id > this.seen && !e.suppressed_by).length;
+  }
+
   updateUnread() {
-    const unread = [...this.events.values()].filter((e) => e.id > this.seen && !e.suppressed_by).length;
+    const unread = this.unread();
     const count = $("#notify-unread", this.button) || this.button.appendChild(h("span.count#notify-unread"));
     count.id = "notify-unread";
     count.textContent = unread > 99 ? "99+" : String(unread);
@@ -156,16 +160,17 @@ export class Notifications {
         el("table.notify-matrix", {}, h("thead#notify-matrix-head"), h("tbody#notify-matrix-body"))),
     );
     dialog.addEventListener("close", () => this.markSeen());
+    $("#notify-tab-targets", dialog).hidden = !this.staff;
     return dialog;
   }
 
   open() {
     if (!this.dialog.open) this.dialog.showModal();
-    this.show(this.tab);
+    this.show(this.unread() ? "history" : this.tab); // news first
   }
 
   show(name, focus = false) {
-    this.tab = TABS.includes(name) ? name : "history";
+    this.tab = TABS.includes(name) && (name !== "targets" || this.staff) ? name : "history";
     for (const tab of TABS) {
       const button = $(`#notify-tab-${tab}`, this.dialog);
       const on = tab === this.tab;
