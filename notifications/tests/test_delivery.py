@@ -67,6 +67,21 @@ def test_clean_exit_is_finished_and_per_instance_mute_holds(live, webhook):
     assert webhook.titles("Notify Quiet") == []  # recorded in the history, not sent
 
 
+def test_stuck_starting_is_one_message(live, webhook):
+    service.create_target("Hook", webhook.url)
+    bp = custom_blueprint("never-ready", "# aikore.ready: tcp\n# aikore.ready_timeout: 2\necho 'loading forever'\nexec sleep 600\n")
+    instance = Instance.objects.create_instance(name="Notify Stuck", blueprint=bp)
+    instance.start()
+    wait_status(instance, InstanceStatus.FAILED, timeout=20)
+    webhook.wait(lambda h: h.titles("Notify Stuck"), 15, "the stuck message")
+    time.sleep(1.0)
+    assert webhook.titles("Notify Stuck") == ["AiKore: Notify Stuck is stuck starting"]
+    assert "within 2 s" in webhook.messages[0]["message"] and "loading forever" in webhook.messages[0]["message"]
+    # The "failed" it caused is in the history, told already by the message above.
+    stuck, failed = Event.objects.filter(instance=instance).order_by("pk")
+    assert (stuck.kind, failed.kind, failed.suppressed_by_id) == ("stuck_starting", "failed", stuck.pk)
+
+
 def test_install_events_sent_by_the_installer_are_delivered(live, webhook):
     # The install phase (another issue) sends these; here the signal is sent as it will be.
     service.create_target("Hook", webhook.url)
