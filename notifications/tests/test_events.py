@@ -160,6 +160,7 @@ def test_receiver_never_raises(inst, caplog):
         send(inst, "failed", exit_code=1, reason="x" * 10, log_tail=None, details_that_break=_Unserialisable())
         inst.refresh_from_db()
     assert inst.launch_args == "kept"
+    assert "notification for failed event of <Instance: Notify Me> not recorded" in caplog.text
 
 
 class _Unserialisable:
@@ -191,3 +192,19 @@ def test_deleting_an_instance_keeps_its_history(inst):
     inst.delete_everything()
     event.refresh_from_db()
     assert event.instance_id is None and event.instance_name == "Notify Me"
+
+
+def test_per_target_rate_limit(settings):
+    """Messages over AIKORE_NOTIFY_RATE_LIMIT a minute to one target wait (Huey requeues them)."""
+    import uuid
+
+    from huey.exceptions import RateLimitExceeded
+
+    from notifications.tasks import deliver_notification
+
+    settings.AIKORE_NOTIFY_RATE_LIMIT = 2
+    target_id = uuid.uuid4().int % 10**12  # a counter no other test touches
+    deliver_notification.call_local(10**12, target_id)  # nothing to deliver: still counts
+    deliver_notification.call_local(10**12, target_id)
+    with pytest.raises(RateLimitExceeded):
+        deliver_notification.call_local(10**12, target_id)
