@@ -2,11 +2,11 @@
 // embedded view) and the monitor; resizable panes, theme toggle and keyboard shortcuts.
 
 import { api, liveSocket, $, reportError } from "./util.js";
+import { Notifications } from "./notifications.js";
 import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.js";
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
-import { Notifications } from "./notifications.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
