@@ -120,6 +120,8 @@ def _json_safe(details: dict) -> dict:
 
 def _coalesce(kind: str, subject: str, now: object) -> Event | None:
     """The earlier event that already told this story, or None (see the module docstring)."""
+    if kind not in (EventKind.CRASHED, EventKind.FAILED):
+        return None
     previous = Event.objects.filter(subject=subject).order_by("-created_at", "-pk").first()
     if previous is None:
         return None
