@@ -22,6 +22,12 @@ def websocket_urlpatterns() -> list:
         patterns += monitoring_ws
     except ImportError:
         pass
+    try:
+        from notifications.routing import websocket_urlpatterns as notifications_ws
+
+        patterns += notifications_ws
+    except ImportError:
+        pass
     return patterns
 
 

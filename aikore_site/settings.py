@@ -72,6 +72,22 @@ def env_port_range(name: str, default: str) -> tuple[int, int] | None:
     return low, high
 
 
+def env_apprise_urls(name: str) -> list[str]:
+    """Apprise URLs separated by commas or spaces; one that Apprise does not understand stops the
+    start, naming only its scheme (the rest may be a secret)."""
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return []
+    from notifications.apprise_urls import split_urls, validate_url
+
+    urls = split_urls(raw)
+    for url in urls:
+        problem = validate_url(url)
+        if problem:
+            raise ImproperlyConfigured(f"{name}: {problem}")
+    return urls
+
+
 def _secret_from_file(path: Path, nbytes: int = 48) -> str:
     """Read a generated secret, creating it once with mode 0600 (atomic create, no race)."""
     try:
@@ -140,6 +156,20 @@ AIKORE_GPU_RETRY_SECONDS = env_float("AIKORE_GPU_RETRY_SECONDS", 60.0, 1.0)
 # Demo/test GPUs on a machine without one (0 = the real NVML, the default).
 AIKORE_FAKE_GPUS = env_int("AIKORE_FAKE_GPUS", 0, 0, 16)
 
+# Notifications (notifications/): Apprise URLs from the environment (more are added in the
+# dashboard), the system thresholds that raise an event (0 = off), delivery retries and bounds.
+AIKORE_NOTIFY_URLS = env_apprise_urls("AIKORE_NOTIFY_URLS")
+AIKORE_NOTIFY_DISK_FREE_PERCENT = env_float("AIKORE_NOTIFY_DISK_FREE_PERCENT", 5.0)
+if AIKORE_NOTIFY_DISK_FREE_PERCENT > 100:
+    raise ImproperlyConfigured(f"AIKORE_NOTIFY_DISK_FREE_PERCENT={AIKORE_NOTIFY_DISK_FREE_PERCENT} must be <= 100")
+AIKORE_NOTIFY_DISK_FREE_BYTES = env_int("AIKORE_NOTIFY_DISK_FREE_BYTES", 10 * 1024**3, 0)
+AIKORE_NOTIFY_GPU_TEMP = env_int("AIKORE_NOTIFY_GPU_TEMP", 85, 0, 200)
+AIKORE_NOTIFY_RETRIES = env_int("AIKORE_NOTIFY_RETRIES", 5, 0, 100)
+AIKORE_NOTIFY_RETRY_DELAY = env_float("AIKORE_NOTIFY_RETRY_DELAY", 10.0, 0.1)
+AIKORE_NOTIFY_RATE_LIMIT = env_int("AIKORE_NOTIFY_RATE_LIMIT", 20, 1, 100_000)
+AIKORE_NOTIFY_REPEAT_SECONDS = env_int("AIKORE_NOTIFY_REPEAT_SECONDS", 600, 0, 7 * 86400)
+AIKORE_NOTIFY_TIMEOUT = env_float("AIKORE_NOTIFY_TIMEOUT", 10.0, 0.1)
+
 STOCK_BLUEPRINTS_DIR = BASE_DIR / "blueprints"
 CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"
 INSTANCES_DIR = AIKORE_DATA_DIR / "instances"
@@ -188,6 +218,7 @@ INSTALLED_APPS = [
     "instances",
     "monitoring",
     "proxy",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -336,5 +367,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "huey": {"level": "WARNING"},
+        "apprise": {"level": "WARNING"},
     },
 }

@@ -29,6 +29,9 @@ os.environ.setdefault("AIKORE_STABLE_SECONDS", "30")
 os.environ.setdefault("AIKORE_READY_TIMEOUT", "30")
 os.environ.setdefault("AIKORE_SAMPLE_INTERVAL", "0.5")
 os.environ.setdefault("AIKORE_ADMIN_PASSWORD", "admin-test-password")
+os.environ.setdefault("AIKORE_NOTIFY_RETRIES", "2")
+os.environ.setdefault("AIKORE_NOTIFY_RETRY_DELAY", "1")
+os.environ.setdefault("AIKORE_NOTIFY_TIMEOUT", "3")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aikore_site.settings")
 
 

@@ -32,6 +32,7 @@ from aikore_site.files import atomic_write, file_lock
 from instances import supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
+from instances.signals import instance_event
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None
     instance.append_log(f"failed: {reason}")
     Instance.objects.filter(pk=instance.pk).update(want_running=False)
     instance.set_status(InstanceStatus.FAILED, error_message=reason, exit_code=exit_code, pid=None)
+    instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=instance.log_tail(2000))
     _update_proxy()
 
 
@@ -212,6 +214,7 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
                 if instance.generation != generation:
                     return
                 _stop_processes(instance)
+                instance_event.send(sender=Instance, instance=instance, kind="stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
                 _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
             return
         time.sleep(READY_POLL_SECONDS)
@@ -354,6 +357,7 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
             Instance.objects.filter(pk=pk).update(want_running=False)
             instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
                                 stopped_at=timezone.now(), error_message="")
+            instance_event.send(sender=Instance, instance=instance, kind="finished", exit_code=0)
             return
         ran_for = (timezone.now() - instance.started_at).total_seconds() if instance.started_at else 0.0
         count = 0 if ran_for >= settings.AIKORE_STABLE_SECONDS else instance.restart_count
@@ -363,6 +367,7 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
             Instance.objects.filter(pk=pk).update(want_running=False, restart_count=count)
             instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
                                 error_message=reason, stopped_at=timezone.now())
+            instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=tail)
             return
         attempt = count + 1
         delay = backoff_delay(attempt)
@@ -371,6 +376,7 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
         instance.append_log(message)
         instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
                             error_message=message, restart_count=attempt)
+        instance_event.send(sender=Instance, instance=instance, kind="crashed", exit_code=exit_code, attempt=attempt, limit=settings.AIKORE_RESTART_LIMIT, delay=delay)
         schedule_restart(pk, instance.generation, delay)
 
 

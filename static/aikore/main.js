@@ -2,6 +2,7 @@
 // embedded view) and the monitor; resizable panes, theme toggle and keyboard shortcuts.
 
 import { api, liveSocket, $, reportError } from "./util.js";
+import { Notifications } from "./notifications.js";
 import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.js";
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
@@ -16,7 +17,8 @@ const logs = new LogConsole({
 });
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
-window.aikore = { store, logs, editor, monitor }; // for debugging and the browser tests
+const notifications = new Notifications({ button: $("#notify-button"), store });
+window.aikore = { store, logs, editor, monitor, notifications }; // for debugging and the browser tests
 
 // --- detail pane --------------------------------------------------------------------------------
 
@@ -126,6 +128,7 @@ const statusSocket = liveSocket(() => "/ws/instances/", {
 });
 window.aikore.statusSocket = statusSocket;
 monitor.start();
+notifications.start();
 
 // --- theme ------------------------------------------------------------------------------------
 
