@@ -25,9 +25,17 @@ SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKOR
 
 
 def own_bin_dirs() -> set[str]:
-    """The bin directories of the Python running AiKore (its venv)."""
-    dirs = {os.path.join(sys.prefix, "bin"), os.path.dirname(sys.executable)}
-    return {os.path.realpath(d) for d in dirs} | dirs
+    """The bin directory of the virtualenv running AiKore (never a system directory such as
+    /usr/bin: AiKore installed into a system Python leaves PATH alone)."""
+    dirs = set()
+    exe_dir = os.path.dirname(sys.executable)  # unresolved: a venv's python is a symlink
+    if os.path.exists(os.path.join(os.path.dirname(exe_dir), "pyvenv.cfg")):
+        dirs.add(exe_dir)
+    if sys.prefix != sys.base_prefix:  # a venv, when site ran (not under python -S)
+        dirs.add(os.path.join(sys.prefix, "bin"))
+    if os.environ.get("VIRTUAL_ENV"):
+        dirs.add(os.path.join(os.environ["VIRTUAL_ENV"], "bin"))
+    return dirs | {os.path.realpath(d) for d in dirs}
 
 
 def scrub_path(path: str, exclude: set[str]) -> str:

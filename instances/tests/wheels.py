@@ -24,13 +24,16 @@ def _normalise(name: str) -> str:
 def make_wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = (),
                files: dict[str, bytes] | None = None, payload_bytes: int = 0) -> Path:
     """A pure-Python wheel `name` (importable as name with '-' -> '_') with `files` in its
-    package and, with payload_bytes, a data file of that size (incompressible: stored as is)."""
+    package and, with payload_bytes, a data file of that size. Deflated, like real wheels."""
     dist = name.replace("-", "_")
     package = {f"{dist}/__init__.py": f"__version__ = {version!r}\n".encode()}
     for path, data in (files or {}).items():
         package[f"{dist}/{path}"] = data
     if payload_bytes:
-        package[f"{dist}/payload.bin"] = os.urandom(payload_bytes)
+        # Like compiled libraries: compresses about 2:1 (random 16 KiB blocks, each followed by zeros).
+        block = 16 * 1024
+        package[f"{dist}/payload.bin"] = b"".join(
+            os.urandom(block) + bytes(block) for _ in range(payload_bytes // (2 * block) + 1))[:payload_bytes]
     info = f"{dist}-{version}.dist-info"
     package[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
                                    + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode()
@@ -43,7 +46,7 @@ def make_wheel(directory: Path, name: str, version: str, requires: tuple[str, ..
     package[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for path, data in package.items():
             zf.writestr(path, data)
     return wheel
