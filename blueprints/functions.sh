@@ -245,11 +245,13 @@ _aikore_uv_steps() {
     aikore_step "$label"
     _aikore_uv "$@" 2>&1 | while IFS= read -r line; do
         printf '%s\n' "$line" >&2
-        case "$line" in
-            "Resolved "*) aikore_step "$label: ${line#Resolved }" 1 3 ;;
-            "Prepared "*) aikore_step "$label: ${line#Prepared } prepared" 2 3 ;;
-            "Installed "*|"Audited "*|"Checked "*) aikore_step "$label: done" 3 3 ;;
-        esac
+        if [[ "$line" =~ ^(Resolved|Prepared|Installed|Uninstalled|Audited|Checked)\ ([0-9]+)\ package ]]; then
+            case "${BASH_REMATCH[1]}" in
+                Resolved) aikore_step "$label: ${BASH_REMATCH[2]} packages resolved, fetching" 1 3 ;;
+                Prepared) aikore_step "$label: ${BASH_REMATCH[2]} fetched, installing" 2 3 ;;
+                Installed|Audited|Checked) aikore_step "$label: done" 3 3 ;;
+            esac
+        fi
     done
 }
 

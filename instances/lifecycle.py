@@ -253,7 +253,7 @@ class _InstallWatch:
                 status_changed_at=timezone.now(), updated_at=timezone.now())
             if updated:
                 self.instance.refresh_from_db()
-                self.instance.append_log("install finished")
+                self.instance.append_log("install phase over: waiting for the app to answer")
                 self.instance.publish()
                 send_event(self.instance, "install_finished")
         return True

@@ -26,7 +26,7 @@ APP_DIRNAME = "app"
 INSTALL_STATUS_FILE = "install.json"
 INSTALL_RECORD_FILE = "install-inputs.sha256"
 # Files AiKore itself writes in an instance directory; anything else there is the user's.
-AIKORE_FILES = {"launch.sh", "env.json", "env.dump", INSTALL_STATUS_FILE, INSTALL_RECORD_FILE,
+AIKORE_FILES = {"launch.sh", "env.json", ".logindex.json", INSTALL_STATUS_FILE, INSTALL_RECORD_FILE,
                 "extra_model_paths.yaml", ENV_DIRNAME}
 
 
@@ -587,7 +587,8 @@ class Instance(models.Model):
             names = sorted(os.listdir(self.directory))
         except OSError:
             return []
-        return [n for n in names if n not in AIKORE_FILES and not n.startswith("output.log")]
+        return [n for n in names if n not in AIKORE_FILES and not n.startswith("output.log")
+                and not (n.startswith(".") and n.endswith(".tmp"))]  # atomic_write's temporary files
 
     def deletion_plan(self) -> dict:
         """Exactly what deleting this instance removes and keeps (the delete dialog and the API

@@ -268,3 +268,48 @@ def test_launcher_takes_aikores_venv_off_path():
     cleaned = launcher.scrub_path(path, launcher.own_bin_dirs()).split(os.pathsep)
     assert venv_bin not in cleaned and "/usr/bin" in cleaned and "" not in cleaned
     assert {"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"} <= set(launcher.SCRUBBED)
+
+
+def test_install_events_are_signalled(bp):
+    """install_finished when the blueprint says it launches; install_failed (step, reason, log tail)
+    when it exits mid-install: sent by the lifecycle (here in-process, without processes)."""
+    from unittest import mock
+
+    from instances import lifecycle
+    from instances.models import InstanceStatus
+    from instances.signals import instance_event
+
+    received: list[dict] = []
+
+    def receiver(sender, instance, kind, **details):
+        received.append({"kind": kind, "name": instance.name, **details})
+
+    instance_event.connect(receiver)
+    try:
+        instance = Instance.objects.create_instance(name="Signalled", blueprint=bp)
+        Instance.objects.filter(pk=instance.pk).update(status=InstanceStatus.STARTING, pid=4242, want_running=True)
+        instance.refresh_from_db()
+        watch = lifecycle._InstallWatch(instance)
+        instance.install_status_path.write_text('{"phase": "installing", "step": "fetching", "current": 1, "total": 4}')
+        with mock.patch("aikore_site.events.publish"):
+            assert watch.poll(instance.pk, 4242, instance.generation) is False
+            instance.refresh_from_db()
+            assert (instance.status, instance.install_step, instance.install_progress) == ("installing", "fetching", 0.25)
+            os.utime(instance.install_status_path, ns=(1, 1))  # a new stamp even within one clock tick
+            instance.install_status_path.write_text('{"phase": "launching"}')
+            assert watch.poll(instance.pk, 4242, instance.generation) is True
+        instance.refresh_from_db()
+        assert instance.status == "starting" and instance.install_step == ""
+        assert [r["kind"] for r in received] == ["install_finished"]
+
+        instance.install_status_path.write_text('{"phase": "installing", "step": "building kernels"}')
+        instance.append_log("error: nvcc not found")
+        with mock.patch("aikore_site.events.publish"), mock.patch("instances.lifecycle._update_proxy"):
+            lifecycle.handle_exit(instance.pk, 4242, 2)
+        instance.refresh_from_db()
+        assert instance.status == "failed" and "building kernels" in instance.error_message
+        failed = received[-1]
+        assert failed["kind"] == "install_failed" and failed["step"] == "building kernels"
+        assert "nvcc not found" in failed["log_tail"] and "exit code 2" in failed["reason"]
+    finally:
+        instance_event.disconnect(receiver)
