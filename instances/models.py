@@ -676,6 +676,11 @@ class Instance(models.Model):
         if self.parent_id is not None:
             raise Conflict({"instance": [f"{self.name!r} is a satellite: it runs the code and environment of "
                                          f"{self.env_owner.name!r}; {action} that instance instead."]})
+        meta = self.metadata()
+        if meta is None or not meta.installs:
+            raise Conflict({"instance": [
+                f"{self.name!r} runs a script that declares no install (no aikore.git, aikore.python or "
+                f"aikore.torch in its header): there is nothing to {action}."]})
         busy = [s.name for s in self.satellites.all() if s.is_active or s.status == InstanceStatus.STOPPING]
         if busy:
             raise Conflict({"instance": [f"Satellites are running from this environment ({', '.join(busy)}); "

@@ -260,6 +260,9 @@ def test_update_of_a_parent_with_running_satellites_is_refused(bp):
         parent.update_app()
     with pytest.raises(Conflict, match="Busy Sat"):
         parent.update_settings({"name": "Renamed Parent"})
+    plain = Instance.objects.create_instance(name="No Install", blueprint="demo-webui")
+    with pytest.raises(Conflict, match="declares no install"):
+        plain.rebuild_env()
 
 
 def test_launcher_takes_aikores_venv_off_path():
