@@ -181,6 +181,10 @@ def main() -> None:
             cold_port, cold = timed_start(first, cold_phase)
             warm_port, warm = timed_start(second, warm_phase)
             stop(second)
+            clone = first.clone("Bench Env Clone")  # the code copied, the environment from the cache
+            clone_phase: dict = {}
+            clone_port, _ = timed_start(clone, clone_phase)
+            stop(clone)
 
             # Unchanged restarts of the first instance vs its app started directly.
             stop(first)
@@ -222,6 +226,8 @@ def main() -> None:
           f"                       {cold_port:8.2f} s")
     print(f"second instance, same requirements (uv cache)     {warm_install:8.2f} s"
           f"                       {warm_port:8.2f} s")
+    print(f"a clone of the first (code copied, env from cache) {clone_phase.get('install', float('nan')):8.2f} s"
+          f"                       {clone_port:8.2f} s")
     print(f"second / first: {100 * warm_install / cold_install:.1f} % of the build, {100 * warm_port / cold_port:.1f} % "
           "of the whole start  (target < 10 %)")
     print(f"disk: uv cache {cache_bytes / mib:.0f} MiB; environments {env_one / mib:.0f} + {env_two / mib:.0f} MiB "

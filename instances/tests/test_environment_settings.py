@@ -164,8 +164,8 @@ def test_the_environment_names_the_install(bp, settings):
 
 
 def test_satellite_rules(client, bp):
-    parent = Instance.objects.create_instance(name="Parent", blueprint=bp, torch_variant="cpu")
-    r = send(client, "post", "/api/instances", {"name": "Sat", "blueprint": "demo-webui", "parent": parent.pk,
+    parent = Instance.objects.create_instance(name="Unit Parent", blueprint=bp, torch_variant="cpu")
+    r = send(client, "post", "/api/instances", {"name": "Unit Sat", "blueprint": "demo-webui", "parent": parent.pk,
                                                 "gpu_ids": "1"})
     assert r.status_code == 201, r.content
     sat = Instance.objects.get(pk=r.json()["id"])
@@ -174,7 +174,7 @@ def test_satellite_rules(client, bp):
     env = sat.environment()
     assert env["AIKORE_ENV_DIR"] == str(parent.directory / "env") and env["AIKORE_APP_DIR"] == str(parent.directory / "app")
     assert env["AIKORE_INSTALL_RECORD"] == str(parent.install_record_path)
-    assert env["INSTANCE_CONF_DIR"] == str(sat.directory) and env["AIKORE_SATELLITE_OF"] == "parent"
+    assert env["INSTANCE_CONF_DIR"] == str(sat.directory) and env["AIKORE_SATELLITE_OF"] == "unit-parent"
     assert env["AIKORE_INSTALL_STATUS"] == str(sat.directory / "install.json")
     # Its environment settings are the parent's.
     r = send(client, "patch", f"/api/instances/{sat.pk}", {"python_version": "3.11"})
@@ -184,14 +184,14 @@ def test_satellite_rules(client, bp):
     assert sat.environment()["AIKORE_TORCH_VARIANT"] == "cu126"
     assert client.get(f"/api/instances/{sat.pk}").json()["torch_variant"] == "cu126"
     # No satellite of a satellite; no update/rebuild of a satellite; the parent can't go first.
-    r = send(client, "post", "/api/instances", {"name": "Sat2", "blueprint": bp, "parent": sat.pk})
+    r = send(client, "post", "/api/instances", {"name": "Unit Sat2", "blueprint": bp, "parent": sat.pk})
     assert r.status_code == 422 and "satellite" in r.json()["detail"]
     for action in ("update", "rebuild"):
         r = send(client, "post", f"/api/instances/{sat.pk}/{action}")
         assert r.status_code == 409 and "satellite" in r.json()["detail"]
     r = send(client, "delete", f"/api/instances/{parent.pk}")
-    assert r.status_code == 409 and "Sat" in r.json()["detail"]
-    assert client.get(f"/api/instances/{parent.pk}/deletion").json()["blocked_by_satellites"] == ["Sat"]
+    assert r.status_code == 409 and "Unit Sat" in r.json()["detail"]
+    assert client.get(f"/api/instances/{parent.pk}/deletion").json()["blocked_by_satellites"] == ["Unit Sat"]
 
 
 def test_deletion_plan_and_trash_by_default_for_user_files(client, bp):

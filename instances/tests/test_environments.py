@@ -277,12 +277,12 @@ def test_update_to_a_new_commit_keeps_a_local_edit_and_rebuild(live, wheels, ups
 
 
 def test_satellite_runs_the_parents_install_and_clone_builds_from_the_cache(live, wheels, upstream):
-    parent = Instance.objects.create_instance(name="Parent", blueprint=blueprint("parentapp", upstream))
+    parent = Instance.objects.create_instance(name="Env Parent", blueprint=blueprint("parentapp", upstream))
     parent.start()
     wait_status(parent, InstanceStatus.RUNNING, InstanceStatus.FAILED, timeout=60)
     assert parent.status == InstanceStatus.RUNNING, parent.error_message
 
-    satellite = Instance.objects.create_instance(name="Satellite", blueprint="ignored-for-satellites",
+    satellite = Instance.objects.create_instance(name="Env Satellite", blueprint="ignored-for-satellites",
                                                  parent=parent.pk, output_path="sat-out")
     assert satellite.base_blueprint == parent.base_blueprint
     satellite.start()
@@ -294,7 +294,7 @@ def test_satellite_runs_the_parents_install_and_clone_builds_from_the_cache(live
     assert info["output"] == str(Path(settings.OUTPUTS_DIR) / "sat-out")
     assert satellite.port != parent.port and satellite.log_path != parent.log_path
     assert not (satellite.directory / "env").exists() and not (satellite.directory / "app").exists()
-    assert "satellite of parent" in satellite.log_tail()
+    assert "satellite of env-parent" in satellite.log_tail()
 
     with pytest.raises(Conflict, match="satellites"):
         parent.delete_everything()
@@ -304,7 +304,7 @@ def test_satellite_runs_the_parents_install_and_clone_builds_from_the_cache(live
         parent.rebuild_env()
 
     # The clone: its own code copy and environment, packages hard-linked from the shared cache.
-    clone = parent.clone("Parent Copy")
+    clone = parent.clone("Env Parent Copy")
     assert clone.parent_id is None and (clone.directory / "app" / "app.py").exists()
     started = time.monotonic()
     clone.start()
@@ -324,3 +324,30 @@ def test_satellite_runs_the_parents_install_and_clone_builds_from_the_cache(live
     satellite.delete_everything()
     parent.delete_everything()  # no satellites left
     assert not Instance.objects.filter(pk=parent.pk).exists()
+
+
+def test_an_install_survives_a_worker_crash_and_a_dead_one_is_reconciled(live, wheels, upstream):
+    from django.core.management import call_command
+
+    from instances.tests.test_lifecycle import _restart_and_wait
+
+    bp = blueprint("crashinstall", upstream, ready_timeout=2,
+                   extra='    aikore_step "long step" 1 2\n    sleep 8\n')
+    instance = Instance.objects.create_instance(name="Crash Install", blueprint=bp)
+    instance.start()
+    wait_for(lambda: Instance.objects.get(pk=instance.pk).install_step == "long step", 40, "the long step")
+    _restart_and_wait(live, "worker")  # the readiness wait dies with it; reconcile resumes it
+    instance.refresh_from_db()
+    assert instance.status == InstanceStatus.INSTALLING
+    wait_status(instance, InstanceStatus.RUNNING, InstanceStatus.FAILED, timeout=60)
+    assert instance.status == InstanceStatus.RUNNING, instance.error_message
+
+    # An instance recorded as installing whose process is gone (AiKore died with it): stopped,
+    # saying which step was cut short; the next start installs again.
+    ghost = Instance.objects.create_instance(name="Ghost Install", blueprint=bp)
+    Instance.objects.filter(pk=ghost.pk).update(status=InstanceStatus.INSTALLING, pid=999999, want_running=True,
+                                                install_step="installing requirements")
+    call_command("instances", "reconcile")
+    ghost.refresh_from_db()
+    assert ghost.status == InstanceStatus.STOPPED and not ghost.want_running
+    assert "installing requirements" in ghost.error_message and ghost.install_step == ""
