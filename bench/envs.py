@@ -10,7 +10,7 @@ with the same requirements, only links. A third measure restarts the first insta
 changed (the install is skipped) against starting its app directly with the same environment.
 Targets: second build < 10 % of the first; unchanged start < 100 ms added.
 
-    .venv/bin/python bench/envs.py [--torch-mb 400] [--packages 12] [--package-mb 8] [--files 400] [--runs 7]
+    .venv/bin/python bench/envs.py [--torch-mb 1000] [--packages 12] [--package-mb 8] [--files 400] [--runs 7]
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def du(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--torch-mb", type=int, default=400, help="payload of the fake torch wheel")
+    parser.add_argument("--torch-mb", type=int, default=1000,
+                        help="payload of the fake torch wheel (real ones: ~0.7 GB CPU, ~5 GB with CUDA libraries)")
     parser.add_argument("--packages", type=int, default=12, help="requirement packages")
     parser.add_argument("--package-mb", type=int, default=8, help="payload of each requirement package")
     parser.add_argument("--files", type=int, default=400, help="small .py files in every wheel")
