@@ -183,6 +183,29 @@ SUPERVISOR_INSTANCE_CONF_DIR = AIKORE_DATA_DIR / "supervisor" / "instances"
 DAPHNE_SOCKET = RUN_DIR / "daphne.sock"
 EVENTS_SOCKET = RUN_DIR / "events.sock"
 NGINX_DIR = AIKORE_DATA_DIR / "nginx"
+# Instance environments (instances/environments.py, blueprints/functions.sh): one uv cache for all
+# instances, on the same filesystem as instances/ so uv hard-links packages instead of copying.
+CACHE_DIR = AIKORE_DATA_DIR / "cache"
+UV_CACHE_DIR = CACHE_DIR / "uv"
+UV_PYTHON_INSTALL_DIR = CACHE_DIR / "python"
+
+
+def _find_uv() -> str:
+    """The uv binary shipped by the `uv` wheel in AiKore's own venv (requirements.txt), else PATH."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv") or "uv"
+
+
+AIKORE_UV = env_str("AIKORE_UV", "") or _find_uv()
+# Where the PyTorch wheels of each variant live: <base>/<variant> (cpu, cu128, ...). Tests point it
+# at a local index of tiny fake wheels.
+AIKORE_TORCH_INDEX_BASE = env_str("AIKORE_TORCH_INDEX_BASE", "https://download.pytorch.org/whl").rstrip("/")
+if not re.fullmatch(r"(https?|file)://[A-Za-z0-9._~:/%@+-]+", AIKORE_TORCH_INDEX_BASE):
+    raise ImproperlyConfigured(f"AIKORE_TORCH_INDEX_BASE must be an http(s):// or file:// URL, got {AIKORE_TORCH_INDEX_BASE!r}")
 # nginx (proxy/): the binary, and how long nginx may answer instance auth checks from its own
 # cache (0 = ask Django on every request; a logout takes effect within this many seconds).
 AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbin/nginx"
@@ -195,7 +218,7 @@ AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
 AIKORE_HANDOFF_SECONDS = env_int("AIKORE_HANDOFF_SECONDS", 60, 5, 3600)
 
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
-             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
+             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR, UV_CACHE_DIR):
     _dir.mkdir(parents=True, exist_ok=True)
 
 # --- Django ----------------------------------------------------------------------------------

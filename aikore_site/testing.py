@@ -33,6 +33,12 @@ os.environ.setdefault("AIKORE_NOTIFY_RETRIES", "2")
 os.environ.setdefault("AIKORE_NOTIFY_RETRY_DELAY", "1")
 os.environ.setdefault("AIKORE_NOTIFY_TIMEOUT", "3")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aikore_site.settings")
+# No test reaches the internet: packages come from local indexes of tiny wheels the environment
+# tests build (instances/tests/wheels.py) under the test data dir, and uv never downloads a Python.
+_WHEELS = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-wheels")
+os.environ.setdefault("AIKORE_TORCH_INDEX_BASE", f"file://{_WHEELS}/torch")
+os.environ.setdefault("UV_INDEX_URL", f"file://{_WHEELS}/simple")
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

@@ -159,3 +159,44 @@ def validate_allowed_origins(value: object) -> str:
     if len(origins) > ALLOWED_ORIGINS_MAX:
         raise _err("allowed_origins", f"At most {ALLOWED_ORIGINS_MAX} allowed origins.")
     return " ".join(origins)
+def validate_python_version(value: object) -> str:
+    """'3', '3.12' or '3.12.4'; empty = the blueprint's choice (or whatever Python uv finds)."""
+    from instances.blueprints import PYTHON_VERSION_RE
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("python_version", "Python version must be a string like '3.12'.")
+    value = value.strip()
+    if value and not PYTHON_VERSION_RE.fullmatch(value):
+        raise _err("python_version", f"Python version {value!r} is not like '3.12' or '3.12.4'.")
+    return value
+
+
+def validate_torch_variant(value: object) -> str:
+    from instances import torchvariants
+
+    if value is None or value == "":
+        return torchvariants.AUTO
+    if not isinstance(value, str) or not torchvariants.is_valid(value.strip().lower()):
+        raise _err(
+            "torch_variant",
+            f"Torch variant must be 'auto', 'cpu', a CUDA build like 'cu128' or a ROCm build like "
+            f"'rocm6.4' (known CUDA builds: {', '.join(torchvariants.CHOICES[2:])}).",
+        )
+    return value.strip().lower()
+
+
+def validate_git_ref(value: object) -> str:
+    """A branch, tag or commit to use instead of the blueprint's; empty = the blueprint's."""
+    from instances.blueprints import GIT_REF_RE
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("git_ref", "Git ref must be a string.")
+    value = value.strip()
+    if value and (not GIT_REF_RE.fullmatch(value) or ".." in value or value.endswith((".lock", "/", "."))
+                  or "//" in value):
+        raise _err("git_ref", f"{value!r} is not a valid git branch, tag or commit name.")
+    return value

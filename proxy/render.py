@@ -127,15 +127,12 @@ def proxied_instances() -> list[ProxiedInstance]:
         .order_by("slug")
     )
     result = []
-    modes: dict[str, str] = {}  # one blueprint read per blueprint, not per instance
     for instance in rows:
-        if instance.base_blueprint not in modes:
-            modes[instance.base_blueprint] = instance.proxy_mode()
         try:
             result.append(ProxiedInstance(
                 safe_slug(instance.slug), safe_port(instance.port),
                 safe_port(instance.public_port) if instance.public_port else None,
-                safe_mode(modes[instance.base_blueprint]),
+                safe_mode(instance.proxy_mode()),
                 tuple(safe_origin(o) for o in instance.allowed_origins.split()),
             ))
         except UnsafeValue as exc:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy) and, for
+# Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy), git (apps'
+# code) and, for
 # the tests, chromium (Playwright drives it) and redis-server (the AIKORE_REDIS_URL path is tested
 # against a throwaway redis-server the test starts itself). As root it uses apt-get; otherwise it
 # says what to run.
@@ -9,6 +10,8 @@ mode="${1:-run}"
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+# Blueprints clone their apps' code (blueprints/functions.sh: aikore_git_sync).
+command -v git >/dev/null 2>&1 || need+=(git)
 if [ "$mode" = test ]; then
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)

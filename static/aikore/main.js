@@ -44,6 +44,7 @@ function refreshDetail() {
   $("#detail-title").textContent = inst ? inst.name : "Select an instance";
   $("#detail-badge").replaceChildren(...(inst ? [badge(inst.status)] : []));
   $("#detail-edit").disabled = !inst;
+  $("#detail-update").disabled = $("#detail-rebuild").disabled = !inst || Boolean(inst.parent);
   for (const id of ["#log-clear", "#log-download", "#script-save", "#script-save-restart", "#script-save-blueprint", "#view-reload"]) {
     $(id).disabled = !inst;
   }
@@ -81,6 +82,8 @@ $("#view-reload").addEventListener("click", () => {
   if (frame.src) frame.src = frame.src;
 });
 $("#detail-edit").addEventListener("click", () => store.selected() && form.open(store.selected()));
+$("#detail-update").addEventListener("click", () => store.selected() && actions.update(store.selected()));
+$("#detail-rebuild").addEventListener("click", () => store.selected() && actions.rebuild(store.selected()));
 $("#new-instance").addEventListener("click", () => form.open());
 
 let lastSelected = null;

@@ -132,7 +132,7 @@ export function reportError(err, prefix = "") {
 }
 
 // A modal question. Resolves to {value, checked} or null when cancelled.
-export function ask({ title, text = "", label = "", value = "", check = "", ok = "OK", danger = false }) {
+export function ask({ title, text = "", label = "", value = "", check = "", checked = false, ok = "OK", danger = false }) {
   const dialog = $("#ask-dialog");
   $("#ask-title").textContent = title;
   $("#ask-text").textContent = text;
@@ -141,7 +141,7 @@ export function ask({ title, text = "", label = "", value = "", check = "", ok =
   $("#ask-input").value = value;
   $("#ask-check-wrap").hidden = !check;
   $("#ask-check-label").textContent = check;
-  $("#ask-check").checked = false;
+  $("#ask-check").checked = Boolean(checked);
   const okButton = $("#ask-ok");
   okButton.textContent = ok;
   okButton.classList.toggle("danger", danger);
