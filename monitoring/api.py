@@ -6,10 +6,12 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router
 
+from accounts import roles
 from instances.models import Instance
 from instances.ports import port_is_bindable, used_ports
 
-router = Router(tags=["system"])
+# Everything here is for the viewer role (accounts/roles.py).
+router = Router(tags=["system"], auth=roles.api_auth(roles.VIEWER))
 
 
 @router.get("/system/ports")
