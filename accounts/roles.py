@@ -181,8 +181,10 @@ def page_requires(level: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            user = getattr(request, "user", None)
-            if user is None or not user.is_authenticated:
+            from accounts.auth import authenticated_user
+
+            user = authenticated_user(request)  # the session's, else a Bearer token's (e.g. openapi.json)
+            if user is None:
                 from django.contrib.auth.views import redirect_to_login
 
                 return redirect_to_login(request.get_full_path())

@@ -119,8 +119,10 @@ def env_networks(name: str) -> list[str]:
 
 # AiKore's own processes create private files (0600) and directories (0700): the database, the
 # secret key and the sockets are never readable by other local users. Instances get back the umask
-# AiKore was started with (AIKORE_INSTANCE_UMASK, set by docker/entry.sh; supervisord's umask=).
-os.umask(0o077)
+# AiKore was started with (AIKORE_INSTANCE_UMASK: docker/entry.sh exports it before its own
+# umask 077; a process that starts here passes its original one on to the processes it starts).
+_started_umask = os.umask(0o077)
+os.environ.setdefault("AIKORE_INSTANCE_UMASK", f"{_started_umask:03o}")
 
 # --- AiKore's own settings -------------------------------------------------------------------
 
