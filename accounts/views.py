@@ -118,7 +118,9 @@ class VerifySecondFactorView(View):
             return _complete_login(request, user, pending["backend"], pending["next"], pending["username"], verdict)
         throttle.record(request, pending["username"], Result.SECOND_FACTOR_FAILED, verdict)
         message = "That code is not right." if allowed else "Too many wrong codes: wait a little, then try again."
-        form = CodeForm()
+        form = CodeForm({})  # an empty field for the next try, with the reason above it
+        form.is_valid()
+        form.errors.clear()
         form.add_error(None, message)
         return render(request, "registration/verify.html", {"form": form}, status=429 if not allowed else 200)
 
