@@ -195,3 +195,18 @@ def test_api_answers_bad_ids_and_unknown_routes_in_json(live, alice) -> None:
     # The docs need a login, and serve Swagger UI from our own static files.
     assert httpx.get(main_url("/api/openapi.json")).status_code == 302
     assert httpx.get(main_url("/api/docs")).status_code == 302
+
+
+def test_no_url_is_built_from_the_host_header(live, alice) -> None:
+    """A forged Host never comes back in a redirect or a page (no absolute URL is built from it)."""
+    evil = {"Host": "evil.example:9300"}
+    apps = f"http://127.0.0.1:{settings.AIKORE_APPS_PORT}"
+    answers = [httpx.get(main_url(path), headers=evil) for path in
+               ("/", "/admin/", "/api/docs", "/instance/x/", "/instance/x", "/login/?next=/admin/", "/_aikore/handoff")]
+    answers += [httpx.get(apps + path, headers=evil) for path in ("/instance/x/", "/instance/x", "/_aikore/redeem?code=x")]
+    with httpx.Client(cookies={settings.SESSION_COOKIE_NAME: session_value(alice)}) as client:
+        answers += [client.get(main_url(path), headers=evil) for path in ("/", "/_aikore/handoff?to=apps", "/login/")]
+    for response in answers:
+        assert "evil.example" not in response.headers.get("location", ""), response.url
+        assert "evil.example" not in response.text, response.url
+    assert any(r.status_code in (301, 302) for r in answers)
