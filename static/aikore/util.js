@@ -60,6 +60,11 @@ export async function api(method, path, body) {
   return data;
 }
 
+// Set once the page is being left (the logout form, a link): a stream the server ends meanwhile is
+// no reason to navigate elsewhere.
+let leaving = false;
+addEventListener("beforeunload", () => { leaving = true; });
+
 // A websocket that reconnects with backoff. onMessage(obj); url() is called at each (re)connect so
 // the caller can resume (e.g. a log offset). Returns {send(obj), close()}.
 export function liveSocket(url, { onMessage, onState = () => {} }) {
@@ -81,7 +86,10 @@ export function liveSocket(url, { onMessage, onState = () => {} }) {
       if (closed) return;
       // 4401: the server ended this stream because the session ended (logout elsewhere, account
       // deactivated): go to the sign-in page instead of reconnecting.
-      if (event.code === 4401) { location.assign("/login/?next=" + encodeURIComponent(location.pathname)); return; }
+      if (event.code === 4401) {
+        if (!leaving) location.assign("/login/?next=" + encodeURIComponent(location.pathname));
+        return;
+      }
       onState("down");
       timer = setTimeout(open, delay);
       delay = Math.min(delay * 2, 10000);
