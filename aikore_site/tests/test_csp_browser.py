@@ -113,3 +113,39 @@ def test_security_headers(live, alice) -> None:
     assert f"frame-ancestors *:{settings.AIKORE_PORT}" in signin.headers["content-security-policy"]
     origins_js = httpx.get(f"http://127.0.0.1:{settings.AIKORE_APPS_PORT}/_aikore/origins.js")
     assert origins_js.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.fixture
+def viewer_and_instance(live, viewer) -> Instance:
+    return Instance.objects.create_instance(name="Watched", blueprint="demo-webui")
+
+
+def test_a_viewer_is_offered_only_what_a_viewer_may_do(viewer_and_instance, browser, live) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.base = live.base_url
+    login(page, "viewer", "viewer-password")
+    row = page.locator("#instances-body tr", has_text="Watched")
+    expect(row).to_have_count(1)
+    expect(page.locator("#admin-link")).to_have_count(0)
+    for hidden in ("#new-instance", "#detail-edit"):
+        expect(page.locator(hidden)).to_be_hidden()
+    for action in ("start", "stop", "restart", "clone", "delete"):
+        expect(row.locator(f"[data-action={action}]")).to_be_hidden()
+    expect(row.locator("[data-action=open]")).to_be_visible()
+    expect(row.locator("input[data-action=autostart]")).to_be_disabled()
+    row.locator("td.name").click()
+    page.click("#tab-script")
+    expect(page.locator(".cm-content")).to_have_attribute("aria-readonly", "true")
+    page.locator(".cm-content").click()
+    page.keyboard.type("rm -rf /")
+    expect(page.locator(".cm-content")).not_to_contain_text("rm -rf")
+    expect(page.locator("#script-save")).to_be_hidden()
+    # Keyboard shortcuts offer nothing either ("s" would start the selected instance).
+    page.locator("#instances-pane").focus()
+    page.keyboard.press("n")
+    expect(page.locator("#instance-dialog")).to_be_hidden()
+    context.close()
