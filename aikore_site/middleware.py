@@ -43,6 +43,11 @@ class SecurityHeaders(CSPMiddleware):
         return parts
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        # Only documents need these: the JSON API, nginx's auth checks (empty answers) and files
+        # are served without the cost of building a policy on every request.
+        if (not response.get("Content-Type", "").startswith("text/html") or response.streaming
+                or not response.content):
+            return response
         response = super().process_response(request, response)
         response.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
         return response
