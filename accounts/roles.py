@@ -23,6 +23,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest, HttpResponse
 from ninja.errors import HttpError
@@ -142,9 +143,7 @@ class TokenRole(HttpBearer):
 class SessionRole(APIKeyCookie):
     """The dashboard's session (CSRF checked on writes by ninja); 403 below the route's role."""
 
-    from django.conf import settings as _settings
-
-    param_name: str = _settings.SESSION_COOKIE_NAME
+    param_name: str = settings.SESSION_COOKIE_NAME
 
     def __init__(self, level: str) -> None:
         super().__init__(csrf=True)

@@ -35,6 +35,7 @@ DEVICE_MAX_FAILURES = 5  # failures of one device cookie in WINDOW before it cou
 ADDRESS_MAX_DELAY = 300
 DEVICE_SALT = "aikore.accounts.device-cookie"
 MAX_DEVICE_ENTRIES = 4  # accounts remembered per browser
+MAX_RECORDS = 100_000
 Result = LoginAttempt.Result
 
 
@@ -136,6 +137,9 @@ def record(request: HttpRequest, username: str, result: str, verdict: Verdict) -
         # A device cookie that has failed too often is recorded as untrusted, as it was treated.
         trusted_device=verdict.trusted_device, device=verdict.device,
         user_agent=str(request.headers.get("User-Agent", ""))[:200])
-    if attempt.pk % 100 == 0:  # now and then, forget what is older than the record's retention
+    if attempt.pk % 100 == 0:
+        # Now and then, forget what is older than the record's retention, and bound it in rows too
+        # (a flood of refused attempts is recorded, but can't grow the database without end).
         LoginAttempt.objects.filter(at__lt=timezone.now() - timedelta(days=settings.AIKORE_LOGIN_RECORD_DAYS)).delete()
+        LoginAttempt.objects.filter(pk__lte=attempt.pk - MAX_RECORDS).delete()
 
