@@ -4,6 +4,7 @@
 # origin. Nothing is fetched from a CDN at page load. static/dist/ is a build output (not committed).
 #   static/dist/codemirror.js  CodeMirror 6 + the shell mode of @codemirror/legacy-modes (ES module)
 #   static/dist/uplot.js       uPlot (ES module)        static/dist/uplot.css  its stylesheet
+#   static/dist/swagger-ui-bundle.js, swagger-ui.css    Swagger UI (swagger-ui-dist) for /api/docs
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +35,9 @@ JS
 export { default } from "uplot";
 JS
 cp node_modules/uplot/dist/uPlot.min.css "$tmp/uplot.css"
+# Swagger UI ships ready-built: its bundle and stylesheet, without the source maps.
+cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css "$tmp/"
+sed -i '/sourceMappingURL=/d' "$tmp/swagger-ui-bundle.js" "$tmp/swagger-ui.css"
 
 rm -rf "$out"
 mv "$tmp" "$out"
