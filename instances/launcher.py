@@ -17,6 +17,8 @@ SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKOR
             "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
             "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED")
 
+MARKERS = ("AIKORE_STACK_ID", "AIKORE_INSTANCE")
+
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
@@ -27,6 +29,9 @@ def main(argv: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update({str(k): str(v) for k, v in spec["env"].items()})
+    # The markers that let AiKore find every process this instance starts (aikore_site/procs.py):
+    # supervisord sets them; they must reach launch.sh whatever else changes above.
+    env.update({k: os.environ[k] for k in MARKERS if k in os.environ})
     os.chdir(directory)
     os.execvpe("bash", ["bash", os.path.join(directory, "launch.sh")], env)
 
