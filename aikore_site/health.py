@@ -69,8 +69,8 @@ def check() -> dict:
     dropped: dict[str, int] = {}
     supervisor_ok = True
     try:
-        states = {info["name"]: info["statename"] for info in supervisor.call("getAllProcessInfo")}
-        dropped = supervisor.dropped_output()
+        states = {info["name"]: info["statename"] for info in supervisor.call("getAllProcessInfo", timeout=3)}
+        dropped = supervisor.dropped_output(timeout=3)
     except (supervisor.SupervisorError, xmlrpc.client.Fault) as exc:
         supervisor_ok = False
         reasons.append(f"supervisord: {exc}")

@@ -451,10 +451,13 @@ def halt(instance: Instance, final: bool = False) -> None:
         _update_proxy()
 
 
-def halt_by_id(pk: int) -> None:
+def halt_by_id(pk: int, generation: int | None = None) -> None:
+    """The stop job. A stop the user asked for before a newer start (or stop) is skipped: jobs may
+    run out of order, and a late stop must not undo the start that followed it."""
     instance = _get(pk)
-    if instance is not None:
-        halt(instance)
+    if instance is None or (generation is not None and instance.generation != generation):
+        return
+    halt(instance)
 
 
 def restart(pk: int) -> None:

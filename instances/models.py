@@ -315,7 +315,7 @@ class Instance(models.Model):
         def request() -> str:
             Instance.objects.filter(pk=self.pk).update(want_running=False, generation=models.F("generation") + 1)
             self.refresh_from_db()
-            return tasks.stop_instance(self.pk).id
+            return tasks.stop_instance(self.pk, self.generation).id
 
         return disk.retry_if_full(request)  # the reserve makes room on a full disk
 

@@ -11,7 +11,9 @@ supervisord respawns a process that crashed after RUNNING immediately, with no b
 from __future__ import annotations
 
 import contextlib
+import http.client
 import shlex
+import socket
 import sys
 import xmlrpc.client
 from collections.abc import Iterator
@@ -41,9 +43,24 @@ class SupervisorError(RuntimeError):
     """supervisord is unreachable or refused a call; the message says which."""
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over supervisord's unix socket, with a timeout: supervisor's own connection has none,
+    so a supervisord that hangs (stopped, swapping) would hang every caller for good."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
 def _server(timeout: float) -> Any:
-    transport = SupervisorTransport(None, None, f"unix://{settings.SUPERVISOR_SOCKET}")
-    transport.timeout = timeout
+    path = str(settings.SUPERVISOR_SOCKET)
+    transport = SupervisorTransport(None, None, f"unix://{path}")
+    transport._get_connection = lambda: _UnixConnection(path, timeout)
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
 
 
@@ -61,9 +78,9 @@ def dropped_output(timeout: float = 5.0) -> dict[str, int]:
         raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
 
 
-def call(method: str, *args: Any) -> Any:
+def call(method: str, *args: Any, timeout: float = 30.0) -> Any:
     try:
-        return getattr(rpc(), method)(*args)
+        return getattr(rpc(timeout), method)(*args)
     except xmlrpc.client.Fault:
         raise
     except OSError as exc:

@@ -22,8 +22,8 @@ def start_instance(pk: int) -> None:
 
 
 @db_task()
-def stop_instance(pk: int) -> None:
-    lifecycle.halt_by_id(pk)
+def stop_instance(pk: int, generation: int | None = None) -> None:
+    lifecycle.halt_by_id(pk, generation)
 
 
 @db_task()

@@ -39,6 +39,30 @@ class ThrowawayStack:
         return "\n".join(parts)
 
 
+class RetryStaleConnection(httpx.HTTPTransport):
+    """Sends a request once more on a fresh connection when the kept-alive one it went out on
+    turns out to be closed. nginx closes idle keep-alive connections when a reload retires their
+    worker (every instance start and stop reloads it): a request sent on one at that moment fails
+    with "Server disconnected without sending a response" (or a reset) and was never read, so
+    sending it again is safe. Browsers do the same; a client without it is flaky against the stack."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.RemoteProtocolError as exc:
+            if "without sending a response" not in str(exc):
+                raise
+        except (httpx.ReadError, httpx.WriteError):
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                raise
+        return super().handle_request(request)
+
+
+def stack_client(base_url: str = "", **kwargs: object) -> httpx.Client:
+    """An httpx client for a stack's nginx that survives nginx reloads (RetryStaleConnection)."""
+    return httpx.Client(base_url=base_url, transport=RetryStaleConnection(), **kwargs)
+
+
 def kill_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM the process group proc leads, SIGKILL it if it outlives `timeout`."""
     if proc.poll() is None:
@@ -59,9 +83,11 @@ def kill_group(proc: subprocess.Popen, timeout: float = 30) -> None:
 @contextmanager
 def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
                     admin_password: str = "throwaway-admin-password",
-                    instance_port_range: str = "29501-29550", timeout: float = 60) -> Iterator[ThrowawayStack]:
-    """Start a stack under workdir/<name> and wait until nginx answers /api/health on its port."""
-    port = free_port()
+                    instance_port_range: str = "29501-29550", timeout: float = 60,
+                    port: int | None = None) -> Iterator[ThrowawayStack]:
+    """Start a stack under workdir/<name> and wait until nginx answers /api/health on its port
+    (a free one unless given: a second start on the same data dir passes the first one's)."""
+    port = port or free_port()
     data_dir = workdir / name
     log_path = workdir / f"{name}.log"
     full_env = {**os.environ, "AIKORE_DATA_DIR": str(data_dir), "AIKORE_PORT": str(port),

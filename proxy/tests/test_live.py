@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from accounts.models import ApiToken
+from aikore_site.tests.stacks import stack_client
 from conftest import stack_env
 from instances.models import Instance, InstanceStatus
 from instances.tests.helpers import wait_for, wait_status
@@ -34,7 +35,7 @@ def session_client(user) -> httpx.Client:
     django_client = Client()
     django_client.force_login(user)
     value = django_client.cookies[settings.SESSION_COOKIE_NAME].value
-    return httpx.Client(base_url=main_url(), cookies={settings.SESSION_COOKIE_NAME: value}, timeout=15)
+    return stack_client(main_url(), cookies={settings.SESSION_COOKIE_NAME: value}, timeout=15)
 
 
 def cookie_header(client: httpx.Client) -> dict[str, str]:
@@ -66,7 +67,7 @@ def echo(conn: ClientConnection, text: str) -> str:
 
 
 def test_dashboard_api_static_and_websocket_through_nginx(live, alice) -> None:
-    with httpx.Client(base_url=main_url(), timeout=15) as browser:
+    with stack_client(main_url(), timeout=15) as browser:
         response = browser.get("/")
         assert response.status_code == 302 and response.headers["location"].startswith("/login/?next=/")
         login_page = browser.get("/login/")
@@ -122,7 +123,7 @@ def test_anonymous_requests_to_instances_are_refused(live, alice) -> None:
     with session_client(alice) as client:
         demo = start_demo("Guarded demo", client)
     prefix = demo.url_path
-    with httpx.Client(timeout=15) as anonymous:
+    with stack_client(timeout=15) as anonymous:
         response = anonymous.get(main_url(f"{prefix}env?a=1&b=2"))
         assert response.status_code == 302
         assert response.headers["location"] == f"/login/?next={prefix}env%3Fa%3D1%26b%3D2"

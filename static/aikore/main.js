@@ -6,6 +6,7 @@ import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
+import { startHealthBanner } from "./health.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -16,6 +17,7 @@ const logs = new LogConsole({
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
 window.aikore = { store, logs, editor, monitor }; // for debugging and the browser tests
+startHealthBanner($("#health-banner"));
 
 // --- detail pane --------------------------------------------------------------------------------
 
