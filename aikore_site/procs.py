@@ -13,7 +13,9 @@ processes, even in containers sharing the host's PID namespace.
 A process that replaces its whole environment (``env -i``), or writes its process title over it
 (nginx does; so can setproctitle), loses the marker; the process tree snapshot taken before a stop
 still covers its descendants, and nginx is recognised by its working directory instead
-(nginx_processes).
+(nginx_processes). Where the kernel lets AiKore create cgroups (cgroup v2, writable: root on a
+host; not an unprivileged container), each instance also runs in a cgroup of its own, which no
+descendant can leave: its processes are listed and killed from there too.
 
 Standard library and psutil only: standalone launchers (proxy/run_nginx.py) import it before
 Django is set up.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import signal
 import time
@@ -35,6 +38,8 @@ import psutil
 
 STACK_VAR = "AIKORE_STACK_ID"
 INSTANCE_VAR = "AIKORE_INSTANCE"
+CGROUP_VAR = "AIKORE_CGROUP"  # the instance's cgroup directory; the launcher moves itself there
+SAFE_CGROUP_PATH = re.compile(r"/[A-Za-z0-9_./@:-]*")
 TOKEN_FILE = "stack_token"
 POLL_SECONDS = 0.02
 
@@ -141,6 +146,64 @@ def nginx_processes(nginx_dir: Path) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def cgroup_root() -> Path | None:
+    """The cgroup v2 directory this process runs in, if it may create cgroups below it (and move
+    processes there): where instance cgroups go. None when there is no writable cgroup v2
+    hierarchy (an unprivileged container, cgroup v1 only)."""
+    try:
+        own = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except (OSError, StopIteration):
+        return None
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        fstype = fields[fields.index("-") + 1]
+        if fstype != "cgroup2" or fields[3] != "/":
+            continue
+        path = Path(fields[4]) / own.strip().lstrip("/")
+        if (SAFE_CGROUP_PATH.fullmatch(str(path)) and os.access(path, os.W_OK)
+                and os.access(path / "cgroup.procs", os.W_OK)):
+            return path
+    return None
+
+
+def instance_cgroup(root: Path, stack_id: str, pk: int) -> Path:
+    return root / f"aikore-{stack_id}" / f"instance-{pk}"
+
+
+def cgroup_members(path: Path) -> list[psutil.Process]:
+    """Live processes in a cgroup and the cgroups below it."""
+    found = []
+    for directory, _dirs, _files in os.walk(path):
+        try:
+            pids = Path(directory, "cgroup.procs").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            with contextlib.suppress(psutil.Error, ValueError):
+                proc = psutil.Process(int(pid))
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
+
+
+def cgroup_kill(path: Path) -> None:
+    """SIGKILL everything in the cgroup at once (cgroup.kill, Linux 5.14+; else one by one)."""
+    try:
+        Path(path, "cgroup.kill").write_text("1")
+    except OSError:
+        signal_all(cgroup_members(path), signal.SIGKILL)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup and those below it; one that still has processes stays."""
+    for directory, _dirs, _files in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 def alive(proc: psutil.Process) -> bool:

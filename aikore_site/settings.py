@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aikore_site.procs import stack_id_for
+from aikore_site.procs import cgroup_root, stack_id_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -160,6 +160,9 @@ for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR,
 # The marker in the environment of every process of this stack (aikore_site/procs.py): derived
 # from the data dir, so stacks on one machine never end each other's processes.
 AIKORE_STACK_ID = stack_id_for(AIKORE_DATA_DIR)
+# A cgroup v2 per instance where the kernel and permissions allow (aikore_site/procs.py); 0: never.
+AIKORE_CGROUPS = env_bool("AIKORE_CGROUPS", True)
+AIKORE_CGROUP_ROOT = cgroup_root() if AIKORE_CGROUPS else None
 # Present while the stack shuts down: exits are then not crashes and nothing new starts.
 SHUTDOWN_FLAG = RUN_DIR / "shutting-down"
 

@@ -245,10 +245,34 @@ def _process_tree(pid: int | None) -> list[psutil.Process]:
         return []
 
 
+def _cgroup_members(pk: int) -> list[psutil.Process]:
+    path = supervisor.instance_cgroup(pk)
+    return procs.cgroup_members(path) if path is not None and path.exists() else []
+
+
+def _remove_stack_cgroup() -> None:
+    if settings.AIKORE_CGROUP_ROOT is not None:
+        procs.remove_cgroup(Path(settings.AIKORE_CGROUP_ROOT) / f"aikore-{settings.AIKORE_STACK_ID}")
+
+
+def _cgroup_instances() -> list[int]:
+    """Instances that have a cgroup directory (processes or not) in this stack's cgroup."""
+    root = settings.AIKORE_CGROUP_ROOT
+    if root is None:
+        return []
+    stack_dir = Path(root) / f"aikore-{settings.AIKORE_STACK_ID}"
+    names = [p.name for p in stack_dir.glob("instance-*")] if stack_dir.is_dir() else []
+    return [int(name.split("-", 1)[1]) for name in names if name.split("-", 1)[1].isdigit()]
+
+
 def instance_processes(pk: int) -> list[psutil.Process]:
     """Every live process of the instance wherever it went (its own session, a double fork, a
-    daemon): found by the marker in its environment (aikore_site/procs.py)."""
-    return [marked.proc for marked in procs.scan(settings.AIKORE_STACK_ID, instance=pk)]
+    daemon): found by the marker in its environment and, where instances get one, in its cgroup
+    (aikore_site/procs.py)."""
+    found = {_key(m.proc): m.proc for m in procs.scan(settings.AIKORE_STACK_ID, instance=pk)}
+    for proc in _cgroup_members(pk):
+        found.setdefault(_key(proc), proc)
+    return list(found.values())
 
 
 def shutting_down() -> bool:
@@ -298,14 +322,20 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
     forced: dict[int, list[str]] = {pk: [] for pk in mains}
     deadline = time.monotonic() + timeout
     quiet_scans = 0
+    cgroups = {pk: path for pk in mains if (path := supervisor.instance_cgroup(pk)) is not None and path.exists()}
     while True:
         for marked in procs.scan(settings.AIKORE_STACK_ID):
             if marked.instance in mains:
                 known.setdefault(_key(marked.proc), (marked.instance, marked.proc))
+        for pk, path in cgroups.items():
+            for proc in procs.cgroup_members(path):
+                known.setdefault(_key(proc), (pk, proc))
         known = {key: entry for key, entry in known.items() if procs.alive(entry[1])}
         if not known:
             quiet_scans += 1
             if quiet_scans >= 2:
+                for path in cgroups.values():
+                    procs.remove_cgroup(path)
                 return forced, []
             time.sleep(procs.POLL_SECONDS)
             continue
@@ -313,6 +343,10 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
         now = time.monotonic()
         if now > deadline + GIVE_UP_SECONDS:
             return forced, [proc for _pk, proc in known.values()]
+        if now >= deadline:
+            for pk, path in cgroups.items():
+                if any(entry[0] == pk for entry in known.values()):
+                    procs.cgroup_kill(path)  # at once, even what was forked a moment ago
         for key, (pk, proc) in known.items():
             if now >= deadline:
                 if key not in killed:
@@ -728,6 +762,9 @@ def shutdown_stack() -> list[str]:
         for marked in procs.scan(settings.AIKORE_STACK_ID):
             if marked.instance is not None and marked.instance not in mains:
                 batch.setdefault(marked.instance, None)
+        for pk in _cgroup_instances():
+            if pk not in mains and _cgroup_members(pk):
+                batch.setdefault(pk, None)
         if not batch:
             break
         forced, survivors = end_processes(batch, timeout, signalled)
@@ -745,6 +782,7 @@ def shutdown_stack() -> list[str]:
         notes.append(f"{instance.slug}: stopped")
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
         supervisor.remove_groups(loaded)
+    _remove_stack_cgroup()
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
         # Everything but the watcher (which may be running this) at once; then supervisord.
         supervisor.shutdown(first=("boot", "nginx", "daphne", "worker"))
@@ -791,7 +829,9 @@ def end_stale_stack() -> list[str]:
                 for member in [proc, *proc.children(recursive=True)]:
                     services.setdefault(_key(member), member)
     instances: dict[int, psutil.Process | None] = {m.instance: None for m in marked if m.instance is not None}
+    instances.update({pk: None for pk in _cgroup_instances() if _cgroup_members(pk)})
     if not services and not instances:
+        _remove_stack_cgroup()  # empty ones a killed stack left
         return notes
     notes.append(f"ending {len(services)} AiKore process(es) and the processes of {len(instances)} instance(s) "
                  "left by a previous run")

@@ -114,6 +114,12 @@ def group_name(instance_id: int) -> str:
     return f"instance-{instance_id}"
 
 
+def instance_cgroup(instance_id: int) -> Path | None:
+    """The instance's cgroup directory, when instances get one (settings.AIKORE_CGROUP_ROOT)."""
+    root = settings.AIKORE_CGROUP_ROOT
+    return procs.instance_cgroup(root, settings.AIKORE_STACK_ID, instance_id) if root else None
+
+
 def webui_process(instance_id: int) -> str:
     return f"{group_name(instance_id)}:{group_name(instance_id)}-webui"
 
@@ -129,6 +135,11 @@ def render_group_config(instance: Instance) -> str:
     directory = _conf_value(str(instance.directory))
     command = _conf_value(shlex.join([sys.executable, str(LAUNCHER), str(instance.directory)]))
     program = f"{group}-webui"
+    environment = {procs.STACK_VAR: settings.AIKORE_STACK_ID,
+                   procs.INSTANCE_VAR: procs.instance_marker(settings.AIKORE_STACK_ID, instance.pk)}
+    cgroup = instance_cgroup(instance.pk)
+    if cgroup is not None:
+        environment[procs.CGROUP_VAR] = str(cgroup)
     return "\n".join([
         f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",
         f"[group:{group}]",
@@ -152,9 +163,9 @@ def render_group_config(instance: Instance) -> str:
         f"stdout_logfile_maxbytes={int(settings.AIKORE_LOG_MAX_BYTES)}",
         f"stdout_logfile_backups={int(settings.AIKORE_LOG_BACKUPS)}",
         "stdout_capture_maxbytes=0",
-        # The marker that finds every process this instance ever starts (aikore_site/procs.py).
-        f"environment={procs.STACK_VAR}=\"{_conf_value(settings.AIKORE_STACK_ID)}\","
-        f"{procs.INSTANCE_VAR}=\"{procs.instance_marker(settings.AIKORE_STACK_ID, instance.pk)}\"",
+        # The marker that finds every process this instance ever starts, and its cgroup where
+        # there can be one (aikore_site/procs.py).
+        "environment=" + ",".join(f'{key}="{_conf_value(value)}"' for key, value in environment.items()),
         "",
     ])
 

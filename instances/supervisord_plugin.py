@@ -191,11 +191,11 @@ _waker: _Waker | None = None
 
 def _install_waker() -> None:
     global _waker
-    if _waker is not None:
-        return  # supervisord reloaded its config: the pipe is still in place
-    _waker = _Waker()
+    if _waker is None:  # once: a config reload (SIGHUP) calls the factory again
+        _waker = _Waker()
+        signal.set_wakeup_fd(_waker.write_fd, warn_on_full_buffer=False)
     asyncore.socket_map[_waker.read_fd] = _waker
-    signal.set_wakeup_fd(_waker.write_fd, warn_on_full_buffer=False)
+    # Each run of supervisord's main loop clears the subscriptions: subscribe again every time.
     events.subscribe(events.ProcessStateEvent, _waker.wake)
 
 

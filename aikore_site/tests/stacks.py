@@ -43,8 +43,10 @@ class RetryStaleConnection(httpx.HTTPTransport):
     """Sends a request once more on a fresh connection when the kept-alive one it went out on
     turns out to be closed. nginx closes idle keep-alive connections when a reload retires their
     worker (every instance start and stop reloads it): a request sent on one at that moment fails
-    with "Server disconnected without sending a response" (or a reset) and was never read, so
-    sending it again is safe. Browsers do the same; a client without it is flaky against the stack."""
+    before any byte of a response, with "Server disconnected without sending a response" or a
+    connection reset, and nginx never read it (it closed the connection as idle), so sending it
+    again is safe, POSTs included. Browsers do the same; a client without it is flaky against the
+    stack."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -53,8 +55,7 @@ class RetryStaleConnection(httpx.HTTPTransport):
             if "without sending a response" not in str(exc):
                 raise
         except (httpx.ReadError, httpx.WriteError):
-            if request.method not in ("GET", "HEAD", "OPTIONS"):
-                raise
+            pass  # a reset before the response began (response errors after that are not caught here)
         return super().handle_request(request)
 
 

@@ -156,7 +156,8 @@ def chaos_stack(workdir: Path, name: str, index: int, port: int | None = None,
 
 
 def test_stack_heals_after_sigkill_of_each_of_its_processes(tmp_path) -> None:
-    with chaos_stack(tmp_path, "chaos", 0) as stack:
+    # As in the container (an unprivileged user): no cgroups, the environment markers alone.
+    with chaos_stack(tmp_path, "chaos", 0, env={"AIKORE_CGROUPS": "0"}) as stack:
         out = Outside(stack)
         out.wait_healthy()
         # Instances whose children escape every way (setsid, double fork, daemon): 5 processes each.
@@ -350,6 +351,35 @@ def test_hundred_fast_start_stop_cycles_leave_no_orphan(live) -> None:
         assert lifecycle.instance_processes(instance.pk) == []
 
 
+ENV_WIPER = """# aikore.name: Environment wiper (chaos)
+# aikore.ready: none
+( env -i setsid sleep 7777.5 & )
+exec sleep 7777.5
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_child_without_the_marker_is_ended_through_the_instance_cgroup(live) -> None:
+    """A double-forked child that wiped its environment (env -i) carries no marker and is in no
+    process tree: only the instance's cgroup still knows it is the instance's."""
+    if settings.AIKORE_CGROUP_ROOT is None:
+        pytest.skip("no writable cgroup v2 hierarchy here (not root, or cgroup v1 only): markers only")
+    instance = Instance.objects.create_instance(name="Wiper", blueprint=custom_blueprint("wiper", ENV_WIPER))
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING)
+
+    def wiped() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "7777.5"]
+                and procs.alive(p)]
+
+    wait_for(lambda: len(wiped()) == 2, 10, "both sleepers")
+    cgroup = Path(settings.AIKORE_CGROUP_ROOT) / f"aikore-{settings.AIKORE_STACK_ID}" / f"instance-{instance.pk}"
+    assert {p.pid for p in wiped()} <= {int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()}
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED)
+    assert wiped() == [] and not cgroup.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_ignoring_app_is_killed_logged_and_never_called_stopped_while_alive(live) -> None:
     instance = Instance.objects.create_instance(name="Stubborn", blueprint="stubborn")
@@ -436,6 +466,29 @@ while :; do i=$((i + 1)); echo "line $i"; sleep 0.02; done
 """
 
 
+def dashboard_banner(stack: ThrowawayStack, cookies: httpx.Cookies) -> str:
+    """The text of the dashboard's health banner, as chromium shows it to a logged-in user."""
+    from aikore_site.tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        return "(chromium is not installed: banner not checked)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context()
+            context.add_cookies([{"name": name, "value": value, "url": stack.base_url}
+                                 for name, value in cookies.items()])
+            page = context.new_page()
+            page.goto(stack.base_url + "/")
+            page.wait_for_selector("#health-banner:not([hidden])", timeout=20_000)
+            return page.inner_text("#health-banner")
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
 def test_full_disk_loses_nothing_it_can_keep(small_disk) -> None:
     env = {"AIKORE_DISK_WARN_MB": "40", "AIKORE_DISK_RESERVE_MB": "8"}
     with chaos_stack(small_disk, "data", 2, env=env) as stack:
@@ -458,6 +511,8 @@ def test_full_disk_loses_nothing_it_can_keep(small_disk) -> None:
         again = Outside(stack)  # a session written on a full disk
         assert again.api("GET", "/instances").status_code == 200
         assert httpx.get(stack.base_url + "/", cookies=dict(again.client.cookies), timeout=10).status_code == 200
+        banner = dashboard_banner(stack, again.client.cookies)
+        assert "Low disk space" in banner or "not installed" in banner, banner
         out.act(quiet, "stop")
         out.wait(quiet, "stopped", timeout=30)
         assert out.marked(quiet) == []
