@@ -47,12 +47,17 @@ def free_bytes() -> int:
     return shutil.disk_usage(settings.AIKORE_DATA_DIR).free
 
 
-def is_full_error(exc: BaseException) -> bool:
+def is_full_error(exc: BaseException | None) -> bool:
     """A write that failed for lack of space: OSError ENOSPC/EDQUOT, or SQLITE_FULL through Django
-    or straight from sqlite3 (Huey's queue)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, (DatabaseError, sqlite3.DatabaseError)) and "disk is full" in str(exc)
+    or straight from sqlite3 (Huey's queue), also when wrapped in another error (Django's session
+    store turns it into UpdateError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, (DatabaseError, sqlite3.DatabaseError)) and "disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def release_reserve() -> bool:
@@ -114,7 +119,7 @@ def retry_if_full(write: Callable[[], T]) -> T:
     once more."""
     try:
         return write()
-    except (OSError, DatabaseError, sqlite3.DatabaseError) as exc:
+    except Exception as exc:
         if not is_full_error(exc) or not release_reserve():
             raise
     return write()

@@ -297,6 +297,10 @@ def _describe(proc: psutil.Process) -> str:
     try:
         return f"pid {proc.pid} ({proc.name()})"
     except psutil.Error:
+        pass
+    try:
+        return f"pid {proc.pid} ({Path(f'/proc/{proc.pid}/comm').read_text().strip()})"
+    except OSError:
         return f"pid {proc.pid}"
 
 
@@ -453,13 +457,19 @@ def _forget_group(pk: int) -> None:
 # --- stop -------------------------------------------------------------------------------------
 
 
-def halt(instance: Instance, final: bool = False) -> None:
+def halt(instance: Instance, final: bool = False, generation: int | None = None) -> None:
     """Stop the instance's processes (SIGTERM to all of them, SIGKILL after the timeout, until no
     process with its marker is left). final=True is a delete. The status says `stopped` only once
-    no process of the instance is alive."""
+    no process of the instance is alive. With `generation`, a stop that a newer start (or stop)
+    superseded while it waited does nothing: jobs may run out of order, and a late stop must not
+    undo the start that followed it."""
     with instance_lock(instance.pk):
         instance.refresh_from_db()
-        Instance.objects.filter(pk=instance.pk).update(want_running=False)
+        wanted = Instance.objects.filter(pk=instance.pk)
+        if generation is not None:
+            wanted = wanted.filter(generation=generation)  # atomically: Instance.start() takes no lock
+        if not wanted.update(want_running=False):
+            return
         try:
             info = supervisor.process_info(instance.pk)
         except supervisor.SupervisorError:
@@ -486,12 +496,9 @@ def halt(instance: Instance, final: bool = False) -> None:
 
 
 def halt_by_id(pk: int, generation: int | None = None) -> None:
-    """The stop job. A stop the user asked for before a newer start (or stop) is skipped: jobs may
-    run out of order, and a late stop must not undo the start that followed it."""
     instance = _get(pk)
-    if instance is None or (generation is not None and instance.generation != generation):
-        return
-    halt(instance)
+    if instance is not None:
+        halt(instance, generation=generation)
 
 
 def restart(pk: int) -> None:
