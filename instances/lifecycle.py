@@ -348,21 +348,21 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
         if now > deadline + GIVE_UP_SECONDS:
             return forced, [proc for _pk, proc in known.values()]
         if now >= deadline:
+            for key, (pk, proc) in known.items():
+                if key not in killed:
+                    killed.add(key)
+                    forced[pk].append(_describe(proc))  # named before they die
             for pk, path in cgroups.items():
                 if any(entry[0] == pk for entry in known.values()):
                     procs.cgroup_kill(path)  # at once, even what was forked a moment ago
-        for key, (pk, proc) in known.items():
-            if now >= deadline:
-                if key not in killed:
-                    killed.add(key)
-                    forced[pk].append(_describe(proc))
-                    with contextlib.suppress(psutil.Error):
-                        proc.kill()
-            elif key not in termed:
-                termed.add(key)
-                if pk not in groups or _pgid(proc) != groups[pk]:
-                    with contextlib.suppress(psutil.Error):
-                        proc.terminate()
+            procs.signal_all((proc for _pk, proc in known.values()), signal.SIGKILL)
+        else:
+            for key, (pk, proc) in known.items():
+                if key not in termed:
+                    termed.add(key)
+                    if pk not in groups or _pgid(proc) != groups[pk]:
+                        with contextlib.suppress(psutil.Error):
+                            proc.terminate()
         time.sleep(STOP_POLL_SECONDS)
 
 
