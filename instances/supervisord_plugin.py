@@ -117,8 +117,10 @@ def accounted_emit(self: loggers.FileHandler, record: Any) -> None:
     free = _free_bytes(path)
     if free is not None and free < NEARLY_FULL_BYTES:
         _release_reserve()
-    if free is not None and free - len(data) < _reserve["bytes"]:
-        _dropped[path] = _dropped.get(path, 0) + len(data)  # the reserve's space is AiKore's
+    # Once the reserve has been given up, its space is AiKore's: no output goes there.
+    floor = NEARLY_FULL_BYTES if os.path.exists(_reserve["file"] or "/nonexistent") else _reserve["bytes"]
+    if free is not None and free - len(data) < floor:
+        _dropped[path] = _dropped.get(path, 0) + len(data)
         return None
     pending = _dropped.get(path, 0)
     if pending:
@@ -143,7 +145,7 @@ def flush_notes(event: object = None) -> None:
     for path, count in list(_dropped.items()):
         note = _note(count)
         free = _free_bytes(path)
-        if free is None or free - len(note) < _reserve["bytes"]:
+        if free is None or free - len(note) < _reserve["bytes"] + NEARLY_FULL_BYTES:
             continue
         try:
             with open(path, "ab", buffering=0) as fh:
