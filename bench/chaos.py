@@ -154,6 +154,9 @@ def end_leftovers(stack: Stack) -> None:
             os.killpg(stack.proc.pid, signal.SIGKILL)
     leftovers = [m.proc for m in procs.scan(stack.stack_id)] + procs.nginx_processes(stack.data_dir / "nginx")
     procs.terminate(leftovers, 2)
+    root = procs.cgroup_root()
+    if root is not None:
+        procs.remove_cgroup(root / f"aikore-{stack.stack_id}")
 
 
 def wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:

@@ -250,6 +250,13 @@ def _cgroup_members(pk: int) -> list[psutil.Process]:
     return procs.cgroup_members(path) if path is not None and path.exists() else []
 
 
+def _remove_instance_cgroup(pk: int) -> None:
+    """The instance's cgroup directory, once it has no process (a start creates it again)."""
+    path = supervisor.instance_cgroup(pk)
+    if path is not None:
+        procs.remove_cgroup(path)
+
+
 def _remove_stack_cgroup() -> None:
     if settings.AIKORE_CGROUP_ROOT is not None:
         procs.remove_cgroup(Path(settings.AIKORE_CGROUP_ROOT) / f"aikore-{settings.AIKORE_STACK_ID}")
@@ -487,6 +494,7 @@ def halt(instance: Instance, final: bool = False, generation: int | None = None)
                 instance.set_status(InstanceStatus.STOPPING, error_message=reason)
                 return
         _forget_group(instance.pk)
+        _remove_instance_cgroup(instance.pk)
         if final:
             _update_proxy()
             return
@@ -853,6 +861,7 @@ def end_stale_stack() -> list[str]:
     stubborn = procs.wait_gone(rest, SERVICE_STOP_SECONDS)
     procs.signal_all(stubborn, signal.SIGKILL)
     procs.wait_gone(stubborn, 5)
+    _remove_stack_cgroup()  # emptied above (a cgroup with a process left stays)
     for instance in Instance.objects.filter(pk__in=instances):
         again = "; it starts again under supervision" if instance.want_running else ""
         instance.append_log(f"ended the processes a previous AiKore run left running{again}")
