@@ -13,3 +13,12 @@ class AccountsConfig(AppConfig):
         )
 
         live.connect_user_signals()  # open websockets end when their access does
+
+        from django.contrib.auth.models import update_last_login
+        from django.contrib.auth.signals import user_logged_in
+
+        from accounts.auth import record_last_login
+
+        # The same bookkeeping, but a full disk must not turn a good login into a server error.
+        user_logged_in.disconnect(update_last_login, dispatch_uid="update_last_login")
+        user_logged_in.connect(record_last_login, dispatch_uid="update_last_login")

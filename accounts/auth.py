@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import copy
+import logging
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import roles
 from accounts.models import ApiToken, hash_token
 from aikore_site.dbcache import cached_until_db_changes
+
+log = logging.getLogger(__name__)
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -37,7 +41,11 @@ def user_from_token(raw: str) -> AbstractBaseUser | None:
         return None
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # throttled write
+        try:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # throttled write
+        except DatabaseError as exc:
+            # Bookkeeping only: a full disk or a busy database must not fail the request it serves.
+            log.warning("could not record the use of token %s: %s", token.prefix, exc)
     # The cached token is shared by this thread's later requests: each gets its own user object
     # (backends cache permissions on it, views may set attributes). It acts with the token's role,
     # which roles.role_of() narrows again to the owner's current one.
@@ -61,3 +69,12 @@ def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:
     if user is None:
         request.user = AnonymousUser()
     return None
+
+
+def record_last_login(sender: object, user: AbstractBaseUser, **kwargs: object) -> None:
+    """django.contrib.auth's update_last_login, tolerant of a database that cannot write."""
+    user.last_login = timezone.now()
+    try:
+        user.save(update_fields=["last_login"])
+    except DatabaseError as exc:
+        log.warning("could not record the login of %s: %s", user, exc)

@@ -18,17 +18,22 @@ those records, so they hold across restarts and processes.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
+from django.db import DatabaseError
 from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from accounts.models import LoginAttempt
+from aikore_site import disk
+
+log = logging.getLogger(__name__)
 
 WINDOW = timedelta(minutes=15)
 DEVICE_MAX_FAILURES = 5  # failures of one device cookie in WINDOW before it counts as untrusted
@@ -132,11 +137,22 @@ def check(request: HttpRequest, username: str) -> Verdict:
 
 
 def record(request: HttpRequest, username: str, result: str, verdict: Verdict) -> None:
-    attempt = LoginAttempt.objects.create(
-        username=username, address=client_address(request), result=result,
-        # A device cookie that has failed too often is recorded as untrusted, as it was treated.
-        trusted_device=verdict.trusted_device, device=verdict.device,
-        user_agent=str(request.headers.get("User-Agent", ""))[:200])
+    def write() -> LoginAttempt:
+        return LoginAttempt.objects.create(
+            username=username, address=client_address(request), result=result,
+            # A device cookie that has failed too often is recorded as untrusted, as it was treated.
+            trusted_device=verdict.trusted_device, device=verdict.device,
+            user_agent=str(request.headers.get("User-Agent", ""))[:200])
+
+    try:
+        attempt = disk.retry_if_full(write)
+    except DatabaseError as exc:
+        if not disk.is_full_error(exc):
+            raise
+        # A full disk must not turn a sign-in into a server error; the attempt is only missing
+        # from the record (and from the delays it would count towards) while the disk is full.
+        log.warning("sign-in attempt for %r not recorded: the data dir's disk is full", username)
+        return
     if attempt.pk % 100 == 0:
         # Now and then, forget what is older than the record's retention, and bound it in rows too
         # (a flood of refused attempts is recorded, but can't grow the database without end).

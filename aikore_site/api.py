@@ -11,7 +11,7 @@ import xmlrpc.client
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from ninja import NinjaAPI, Swagger
@@ -19,6 +19,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from accounts import roles
+from instances.models import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
     return _detail(request, 401, "Authentication required: log in or send Authorization: Bearer <token>.")
 
 
+@api.exception_handler(ServiceUnavailable)
+def service_unavailable(request: HttpRequest, exc: ServiceUnavailable) -> HttpResponse:
+    return _detail(request, 503, str(exc))
+
+
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return _detail(request, exc.status_code, str(exc))
@@ -104,30 +110,12 @@ def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 @api.get("/health", auth=None, tags=["system"])
 def health(request: HttpRequest) -> dict:
-    """Liveness of AiKore's parts (no authentication; reveals no data)."""
-    from instances import supervisor
-    from proxy import nginx
+    """Each of AiKore's parts (web, worker, watcher, nginx serving the current configuration,
+    supervisord, database, free disk): `status` is "degraded", with `reasons`, whenever one is not
+    right. No authentication; reveals no data."""
+    from aikore_site import health as checks
 
-    db_ok = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        db_ok = False
-    supervisor_ok = worker_ok = nginx_running = False
-    try:
-        infos = {p["name"]: p for p in supervisor.call("getAllProcessInfo")}
-        supervisor_ok = True
-        worker_ok = infos.get("worker", {}).get("statename") == "RUNNING"
-        nginx_running = infos.get("nginx", {}).get("statename") == "RUNNING"
-    except (supervisor.SupervisorError, xmlrpc.client.Fault):
-        pass
-    # A rejected config leaves the last good one serving: report it without failing the health.
-    config_rejected = (nginx.last_status() or {}).get("ok") is False
-    ok = db_ok and supervisor_ok and worker_ok
-    return {"status": "ok" if ok else "degraded", "version": settings.VERSION, "db": db_ok,
-            "supervisord": supervisor_ok, "worker": worker_ok, "nginx": nginx_running,
-            "nginx_config_rejected": config_rejected}
+    return checks.check()
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from aikore_site.procs import cgroup_root, stack_id_for
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
 
@@ -274,9 +276,23 @@ AIKORE_LOGIN_MAX_DELAY = env_int("AIKORE_LOGIN_MAX_DELAY", 60, 1, 86400)
 AIKORE_LOGIN_ADDRESS_FREE_FAILURES = env_int("AIKORE_LOGIN_ADDRESS_FREE_FAILURES", 20, 1, 100000)
 AIKORE_LOGIN_RECORD_DAYS = env_int("AIKORE_LOGIN_RECORD_DAYS", 30, 1, 3650)
 
+# /api/health and the dashboard warn when the data dir's filesystem has less free space than this.
+AIKORE_DISK_WARN_MB = env_int("AIKORE_DISK_WARN_MB", 1024, 0, 10**9)
+# Space kept free for AiKore's own writes when the disk fills up (aikore_site/disk.py); 0: none.
+AIKORE_DISK_RESERVE_MB = env_int("AIKORE_DISK_RESERVE_MB", 16, 0, 10**6)
+
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
              TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR, UV_CACHE_DIR):
     _dir.mkdir(parents=True, exist_ok=True)
+
+# The marker in the environment of every process of this stack (aikore_site/procs.py): derived
+# from the data dir, so stacks on one machine never end each other's processes.
+AIKORE_STACK_ID = stack_id_for(AIKORE_DATA_DIR)
+# A cgroup v2 per instance where the kernel and permissions allow (aikore_site/procs.py); 0: never.
+AIKORE_CGROUPS = env_bool("AIKORE_CGROUPS", True)
+AIKORE_CGROUP_ROOT = cgroup_root() if AIKORE_CGROUPS else None
+# Present while the stack shuts down: exits are then not crashes and nothing new starts.
+SHUTDOWN_FLAG = RUN_DIR / "shutting-down"
 
 # --- Django ----------------------------------------------------------------------------------
 
@@ -387,7 +403,8 @@ LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_NAME = "aikore_session"
 # Sessions are read on every API call and every nginx auth_request: keep them in the process's
 # cache in front of the database (daphne is one process, so the cache is coherent).
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# (accounts/sessions.py: Django's cached_db, which keeps a session in memory when the disk is full)
+SESSION_ENGINE = "accounts.sessions"
 CSRF_COOKIE_NAME = "aikore_csrftoken"
 # Browsers do not isolate cookies by port: every AiKore cookie is sent to the apps port and the
 # public ports too (nginx strips them before an app sees them), and must never be readable by an

@@ -14,8 +14,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-if "AIKORE_TEST_DATA_DIR" not in os.environ:
-    os.environ["AIKORE_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="aikore-test-")
+if not os.environ.get("AIKORE_TEST_DATA_DIR"):
+    # The data dir sits alone in a private folder: a test can then tell a file AiKore wrote beside
+    # it (outside the data dir) from what other programs write to /tmp meanwhile.
+    os.environ["AIKORE_TEST_DATA_DIR"] = os.path.join(tempfile.mkdtemp(prefix="aikore-test-"), "data")
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_APPS_PORT", str(free_port()))

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from instances.models import Instance, InstanceStatus
+from instances.models import Instance, InstanceStatus, ServiceUnavailable
 
 STATUS_COLOURS = {
     InstanceStatus.RUNNING: "#1a7f37",
@@ -91,6 +91,11 @@ class InstanceAdmin(admin.ModelAdmin):
         return obj.gpu_ids or "all"
 
     def _run(self, request: HttpRequest, queryset: QuerySet[Instance], action: str) -> None:
+        try:
+            Instance.require_supervisor()
+        except ServiceUnavailable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
         for instance in queryset:
             getattr(instance, action)()
         self.message_user(request, f"{action.capitalize()} queued for {queryset.count()} instance(s).",

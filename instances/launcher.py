@@ -42,6 +42,22 @@ def scrub_path(path: str, exclude: set[str]) -> str:
     return os.pathsep.join(p for p in path.split(os.pathsep) if p and p not in exclude
                            and os.path.realpath(p) not in exclude)
 
+MARKERS = ("AIKORE_STACK_ID", "AIKORE_INSTANCE")
+
+
+def join_cgroup(path: str) -> None:
+    """Move this process (and so everything launch.sh starts) into the instance's cgroup, which no
+    descendant can leave. Where that is not allowed, the environment markers still find them."""
+    if not path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+            fh.write("0")
+    except OSError as exc:
+        print(f"[aikore] no cgroup for this instance ({exc.strerror}); its processes are found by their "
+              "environment", file=sys.stderr, flush=True)
+
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
@@ -53,6 +69,10 @@ def main(argv: list[str]) -> None:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env["PATH"] = scrub_path(env.get("PATH", os.defpath), own_bin_dirs()) or os.defpath
     env.update({str(k): str(v) for k, v in spec["env"].items()})
+    # The markers that let AiKore find every process this instance starts (aikore_site/procs.py):
+    # supervisord sets them; they must reach launch.sh whatever else changes above.
+    env.update({k: os.environ[k] for k in MARKERS if k in os.environ})
+    join_cgroup(env.pop("AIKORE_CGROUP", ""))
     os.chdir(directory)
     os.execvpe("bash", ["bash", os.path.join(directory, "launch.sh")], env)
 

@@ -27,14 +27,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+import xmlrpc.client
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
+from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
 from instances import sharedmodels, supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
@@ -46,6 +48,11 @@ log = logging.getLogger(__name__)
 READY_POLL_SECONDS = 0.02
 # Progress-only changes of the install step are published at most this often.
 PROGRESS_PUBLISH_SECONDS = 0.25
+STOP_POLL_SECONDS = 0.03
+# After the SIGKILL: how long to wait for a process stuck in the kernel before reporting it.
+GIVE_UP_SECONDS = 10.0
+# AiKore's own programs (daphne, worker, nginx) left by a killed supervisord: SIGTERM, then SIGKILL.
+SERVICE_STOP_SECONDS = 3.0
 
 
 @contextlib.contextmanager
@@ -99,12 +106,12 @@ def launch(pk: int, generation: int | None = None, action: str = "start", instal
     exits instead of launching the app (update/rebuild of a stopped instance)."""
     with instance_lock(pk):
         instance = _get(pk)
-        if instance is None or not instance.want_running:
+        if instance is None or not instance.want_running or shutting_down():
             return
         if generation is not None and instance.generation != generation:
             return  # a user action superseded this (delayed) start
         info = supervisor.process_info(pk)
-        if info and info["statename"] in supervisor.ALIVE_STATES:
+        if info and info["statename"] in supervisor.ALIVE_STATES - {supervisor.STOPPING}:
             # Already running: a harmless no-op, never a second process.
             if instance.pid != info["pid"]:
                 instance.observe(pid=info["pid"], pid_create_time=_create_time(info["pid"]))
@@ -112,6 +119,7 @@ def launch(pk: int, generation: int | None = None, action: str = "start", instal
                 return
             pid = info["pid"]
         else:
+            _end_leftovers(instance)  # what a crashed run left behind (it may hold the port)
             pid = _spawn(instance, action, install_only)
             if pid is None:
                 return
@@ -157,7 +165,11 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
         return None
     pid = info.get("pid") or None
     if not pid:
-        # Exited before we could even look (e.g. bash not found): the listener reports why.
+        # Exited before we could even look (e.g. bash not found): handled here, as the listener's
+        # event names a pid this instance never recorded.
+        if info.get("statename") in (supervisor.EXITED, supervisor.FATAL):
+            instance.started_at = timezone.now()  # it ran for no time: a crash restart counts
+            record_exit(instance, info.get("exitstatus"), info["statename"] == supervisor.FATAL, schedule_restart)
         return None
     Instance.objects.filter(pk=instance.pk).update(
         pid=pid, pid_create_time=_create_time(pid), started_at=timezone.now()
@@ -185,7 +197,7 @@ def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None
     instance.append_log(f"failed: {reason}")
     Instance.objects.filter(pk=instance.pk).update(want_running=False)
     instance.set_status(InstanceStatus.FAILED, error_message=reason, exit_code=exit_code, pid=None)
-    instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=instance.log_tail(2000))
+    send_event(instance, "failed", exit_code=exit_code, reason=reason, log_tail=instance.log_tail(2000))
     _update_proxy()
 
 
@@ -314,7 +326,7 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
                 if instance.generation != generation:
                     return
                 _stop_processes(instance)
-                instance_event.send(sender=Instance, instance=instance, kind="stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
+                send_event(instance, "stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
                 _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
             return
         time.sleep(READY_POLL_SECONDS)
@@ -327,7 +339,7 @@ def await_ready(pk: int) -> None:
         _wait_ready(pk, instance.pid, instance.generation)
 
 
-# --- stop -------------------------------------------------------------------------------------
+# --- the processes of an instance -------------------------------------------------------------
 
 
 def _process_tree(pid: int | None) -> list[psutil.Process]:
@@ -340,56 +352,257 @@ def _process_tree(pid: int | None) -> list[psutil.Process]:
         return []
 
 
-def sweep(processes: list[psutil.Process], grace: float = 2.0) -> int:
-    """Terminate whatever survived supervisord's group kill (children that called setsid left the
-    process group). psutil.Process checks create_time, so a recycled PID is never signalled."""
-    alive = [p for p in processes if p.is_running()]
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(alive, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    return len(alive)
+def _cgroup_members(pk: int) -> list[psutil.Process]:
+    path = supervisor.instance_cgroup(pk)
+    return procs.cgroup_members(path) if path is not None and path.exists() else []
 
 
-def _stop_processes(instance: Instance) -> None:
-    info = supervisor.process_info(instance.pk)
-    pid = info["pid"] if info and info.get("pid") else instance.pid
-    tree = _process_tree(pid)
-    # Ask without waiting (supervisord's own wait polls once a second), then watch the process
-    # ourselves: supervisord still escalates to SIGKILL after stopwaitsecs.
-    supervisor.stop_group(instance.pk, wait=False)
-    if tree:
-        psutil.wait_procs(tree[:1], timeout=settings.AIKORE_STOP_TIMEOUT + 5)
-    deadline = time.monotonic() + 5
+def _remove_instance_cgroup(pk: int) -> None:
+    """The instance's cgroup directory, once it has no process (a start creates it again)."""
+    path = supervisor.instance_cgroup(pk)
+    if path is not None:
+        procs.remove_cgroup(path)
+
+
+def _remove_stack_cgroup() -> None:
+    if settings.AIKORE_CGROUP_ROOT is not None:
+        procs.remove_cgroup(Path(settings.AIKORE_CGROUP_ROOT) / f"aikore-{settings.AIKORE_STACK_ID}")
+
+
+def _cgroup_instances() -> list[int]:
+    """Instances that have a cgroup directory (processes or not) in this stack's cgroup."""
+    root = settings.AIKORE_CGROUP_ROOT
+    if root is None:
+        return []
+    stack_dir = Path(root) / f"aikore-{settings.AIKORE_STACK_ID}"
+    names = [p.name for p in stack_dir.glob("instance-*")] if stack_dir.is_dir() else []
+    return [int(name.split("-", 1)[1]) for name in names if name.split("-", 1)[1].isdigit()]
+
+
+def instance_processes(pk: int) -> list[psutil.Process]:
+    """Every live process of the instance wherever it went (its own session, a double fork, a
+    daemon): found by the marker in its environment and, where instances get one, in its cgroup
+    (aikore_site/procs.py)."""
+    found = {_key(m.proc): m.proc for m in procs.scan(settings.AIKORE_STACK_ID, instance=pk)}
+    for proc in _cgroup_members(pk):
+        found.setdefault(_key(proc), proc)
+    return list(found.values())
+
+
+def shutting_down() -> bool:
+    return Path(settings.SHUTDOWN_FLAG).exists()
+
+
+def _key(proc: psutil.Process) -> tuple[int, float]:
+    try:
+        return proc.pid, proc.create_time()
+    except psutil.Error:
+        return proc.pid, 0.0
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except OSError:
+        return None
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"pid {proc.pid} ({proc.name()})"
+    except psutil.Error:
+        pass
+    try:
+        return f"pid {proc.pid} ({Path(f'/proc/{proc.pid}/comm').read_text().strip()})"
+    except OSError:
+        return f"pid {proc.pid}"
+
+
+def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
+                  group_signalled: set[int] | frozenset[int] = frozenset()
+                  ) -> tuple[dict[int, list[str]], list[psutil.Process]]:
+    """End every process of these instances, all at once: SIGTERM now, SIGKILL to whatever is
+    alive `timeout` seconds later, and keep looking (process tree snapshot + marker scans) until
+    two scans in a row find nothing, so children started during the stop are ended too.
+
+    mains: {instance id: its main process, or None}. For the ids in group_signalled supervisord
+    has already sent SIGTERM to the main process's group (stopasgroup): those members get no
+    second one (some apps take a second SIGTERM as "quit now, skip the cleanup").
+    Returns ({instance id: the processes that needed SIGKILL}, processes that outlived even that
+    by GIVE_UP_SECONDS, e.g. stuck in uninterruptible sleep)."""
+    known: dict[tuple[int, float], tuple[int, psutil.Process]] = {}
+    for pk, main in mains.items():
+        for proc in _process_tree(main.pid) if main is not None else []:
+            known[_key(proc)] = (pk, proc)
+    groups = {pk: main.pid for pk, main in mains.items() if main is not None and pk in group_signalled}
+    termed: set[tuple[int, float]] = set()
+    killed: set[tuple[int, float]] = set()
+    forced: dict[int, list[str]] = {pk: [] for pk in mains}
+    deadline = time.monotonic() + timeout
+    quiet_scans = 0
+    cgroups = {pk: path for pk in mains if (path := supervisor.instance_cgroup(pk)) is not None and path.exists()}
+    while True:
+        for marked in procs.scan(settings.AIKORE_STACK_ID):
+            if marked.instance in mains:
+                known.setdefault(_key(marked.proc), (marked.instance, marked.proc))
+        for pk, path in cgroups.items():
+            for proc in procs.cgroup_members(path):
+                known.setdefault(_key(proc), (pk, proc))
+        known = {key: entry for key, entry in known.items() if procs.alive(entry[1])}
+        if not known:
+            quiet_scans += 1
+            if quiet_scans >= 2:
+                for path in cgroups.values():
+                    procs.remove_cgroup(path)
+                return forced, []
+            time.sleep(procs.POLL_SECONDS)
+            continue
+        quiet_scans = 0
+        now = time.monotonic()
+        if now > deadline + GIVE_UP_SECONDS:
+            return forced, [proc for _pk, proc in known.values()]
+        if now >= deadline:
+            for key, (pk, proc) in known.items():
+                if key not in killed:
+                    killed.add(key)
+                    forced[pk].append(_describe(proc))  # named before they die
+            for pk, path in cgroups.items():
+                if any(entry[0] == pk for entry in known.values()):
+                    procs.cgroup_kill(path)  # at once, even what was forked a moment ago
+            procs.signal_all((proc for _pk, proc in known.values()), signal.SIGKILL)
+        else:
+            for key, (pk, proc) in known.items():
+                if key not in termed:
+                    termed.add(key)
+                    if pk not in groups or _pgid(proc) != groups[pk]:
+                        with contextlib.suppress(psutil.Error):
+                            proc.terminate()
+        time.sleep(STOP_POLL_SECONDS)
+
+
+def _log_forced(instance: Instance, forced: list[str], timeout: float) -> None:
+    if forced:
+        instance.append_log(f"forced SIGKILL after {timeout:g} s: {', '.join(forced)} ignored SIGTERM")
+
+
+def _main_process(instance: Instance, info: dict | None) -> psutil.Process | None:
+    """supervisord's process of the instance, else the recorded one if it is still that process."""
+    pid = info["pid"] if info and info.get("pid") and info["statename"] in supervisor.ALIVE_STATES else None
+    if pid is None and instance.pid and instance.pid_create_time and _alive(instance.pid, instance.pid_create_time):
+        pid = instance.pid
+    try:
+        return psutil.Process(pid) if pid else None
+    except psutil.Error:
+        return None
+
+
+def _await_supervisord_stop(pk: int, timeout: float = 5.0) -> None:
+    """supervisord notices an exit when the pipes close, else on its next one-second tick."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = supervisor.process_info(instance.pk)
+        try:
+            info = supervisor.process_info(pk)
+        except supervisor.SupervisorError:
+            return
         if not info or info["statename"] not in supervisor.ALIVE_STATES:
-            break
+            return
         time.sleep(0.01)
-    sweep(tree)
 
 
-def halt(instance: Instance, final: bool = False) -> None:
-    """Stop the instance's processes (SIGTERM to the group, SIGKILL after the timeout, then a
-    sweep of escaped descendants). final=True also removes the supervisord group (delete)."""
+def _stop_processes(instance: Instance) -> list[psutil.Process]:
+    """SIGTERM to every process of the instance at once (supervisord signals the group; AiKore
+    the children that left it), SIGKILL after AIKORE_STOP_TIMEOUT, written to the instance's log.
+    Works without supervisord too. Returns the processes that not even SIGKILL ended."""
+    try:
+        info = supervisor.process_info(instance.pk)
+    except supervisor.SupervisorError:
+        info = None
+    main = _main_process(instance, info)
+    signalled: set[int] = set()
+    if info and info["statename"] in supervisor.ALIVE_STATES:
+        try:
+            supervisor.stop_group(instance.pk, wait=False)
+            signalled.add(instance.pk)
+        except supervisor.SupervisorError:
+            pass
+    timeout = settings.AIKORE_STOP_TIMEOUT
+    forced, survivors = end_processes({instance.pk: main}, timeout, signalled)
+    _log_forced(instance, forced[instance.pk], timeout)
+    if signalled:
+        _await_supervisord_stop(instance.pk)
+    return survivors
+
+
+def _end_leftovers(instance: Instance) -> None:
+    """End processes of the instance that outlived its main process (a crash leaves its children
+    behind, and they may hold its port). Caller holds the instance lock."""
+    try:
+        info = supervisor.process_info(instance.pk)
+    except supervisor.SupervisorError:
+        info = None
+    if info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING):
+        return  # a run is up: these are its processes, not leftovers
+    leftovers = instance_processes(instance.pk)
+    if not leftovers:
+        return
+    timeout = settings.AIKORE_STOP_TIMEOUT
+    forced, _survivors = end_processes({instance.pk: None}, timeout)
+    instance.append_log(f"ended {len(leftovers)} process(es) left behind by the previous run: "
+                        f"{', '.join(_describe(p) for p in leftovers)}")
+    _log_forced(instance, forced[instance.pk], timeout)
+    if info and info["statename"] == supervisor.STOPPING:
+        _await_supervisord_stop(instance.pk)
+
+
+def end_leftovers(pk: int) -> None:
+    with instance_lock(pk):
+        instance = _get(pk)
+        if instance is not None:
+            _end_leftovers(instance)
+
+
+def _forget_group(pk: int) -> None:
+    """Unload a stopped instance's supervisord group and delete its config: stopped instances cost
+    supervisord nothing (its shutdown visits every loaded group, one per second)."""
+    with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
+        supervisor.remove_group(pk)
+
+
+# --- stop -------------------------------------------------------------------------------------
+
+
+def halt(instance: Instance, final: bool = False, generation: int | None = None) -> None:
+    """Stop the instance's processes (SIGTERM to all of them, SIGKILL after the timeout, until no
+    process with its marker is left). final=True is a delete. The status says `stopped` only once
+    no process of the instance is alive. With `generation`, a stop that a newer start (or stop)
+    superseded while it waited does nothing: jobs may run out of order, and a late stop must not
+    undo the start that followed it."""
     with instance_lock(instance.pk):
         instance.refresh_from_db()
-        Instance.objects.filter(pk=instance.pk).update(want_running=False)
-        info = supervisor.process_info(instance.pk) if supervisor.is_available() else None
-        running = bool(info and info["statename"] in supervisor.ALIVE_STATES) or _alive(
-            instance.pid, instance.pid_create_time
-        )
+        wanted = Instance.objects.filter(pk=instance.pk)
+        if generation is not None:
+            wanted = wanted.filter(generation=generation)  # atomically: Instance.start() takes no lock
+        if not wanted.update(want_running=False):
+            return
+        try:
+            info = supervisor.process_info(instance.pk)
+        except supervisor.SupervisorError:
+            info = None  # supervisord is gone: AiKore still finds and ends the processes itself
+        running = (bool(info and info["statename"] in supervisor.ALIVE_STATES)
+                   or _alive(instance.pid, instance.pid_create_time) or bool(instance_processes(instance.pk)))
         if running:
             instance.set_status(InstanceStatus.STOPPING)
             instance.append_log("stopping")
-            _stop_processes(instance)
+            survivors = _stop_processes(instance)
+            if survivors:
+                reason = (f"{len(survivors)} process(es) outlived SIGKILL: "
+                          f"{', '.join(_describe(p) for p in survivors)}; the stop is retried at the next reconcile.")
+                instance.append_log(reason)
+                instance.set_status(InstanceStatus.STOPPING, error_message=reason)
+                return
+        _forget_group(instance.pk)
+        _remove_instance_cgroup(instance.pk)
         if final:
-            with contextlib.suppress(supervisor.SupervisorError):
-                supervisor.remove_group(instance.pk)
             _update_proxy()
             return
         if running or instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
@@ -398,10 +611,10 @@ def halt(instance: Instance, final: bool = False) -> None:
         _update_proxy()
 
 
-def halt_by_id(pk: int) -> None:
+def halt_by_id(pk: int, generation: int | None = None) -> None:
     instance = _get(pk)
     if instance is not None:
-        halt(instance)
+        halt(instance, generation=generation)
 
 
 def restart(pk: int) -> None:
@@ -432,6 +645,17 @@ def schedule_restart(pk: int, generation: int, delay: float) -> None:
     timer.start()
 
 
+def schedule_restart_queued(pk: int, generation: int, delay: float) -> None:
+    """The same through Huey's schedule, for callers that may exit before the delay is over
+    (manage.py instances boot/reconcile)."""
+    from instances import tasks
+
+    if delay <= 0:
+        tasks.crash_restart(pk, generation)
+    else:
+        tasks.crash_restart.schedule(args=(pk, generation), delay=delay)
+
+
 def handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = False) -> None:
     """The instance's main process ended without us stopping it."""
     try:
@@ -445,52 +669,73 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
         instance = _get(pk)
         if instance is None:
             return
-        if pid and instance.pid and pid != instance.pid:
-            return  # an older process's exit; the current one is fine
-        if not instance.want_running:
-            if instance.status != InstanceStatus.STOPPED and instance.status != InstanceStatus.FAILED:
-                instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=exit_code,
-                                    stopped_at=timezone.now())
+        if not pid or pid != instance.pid:
+            # An older process's exit, or one already handled (by the start job, which saw the
+            # process gone before it could record it, or by a reconcile while this listener was down).
             return
-        tail = instance.log_tail(2000)
-        state = instance.install_state()
-        if state and state["phase"] == "installing" and (exit_code != 0 or fatal) and not instance.is_satellite:
-            # The install failed (or the script ended mid-install): retrying the same install
-            # with backoff would fail the same way. The user sees the step and the output.
-            step = state["step"] or "install"
-            reason = f"Install step {step!r} failed (exit code {exit_code}). Last output:\n{tail[-1500:]}"
-            instance.append_log(f"install failed at step {step!r} (exit code {exit_code})")
-            Instance.objects.filter(pk=pk).update(want_running=False)
-            instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
-                                error_message=reason, stopped_at=timezone.now(), install_step=step)
-            send_event(instance, "install_failed", step=step, reason=reason, log_tail=tail)
-            return
-        if exit_code == 0 and not fatal:
-            instance.append_log("exited with code 0 (finished)")
-            Instance.objects.filter(pk=pk).update(want_running=False)
-            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
-                                stopped_at=timezone.now(), error_message="")
-            instance_event.send(sender=Instance, instance=instance, kind="finished", exit_code=0)
-            return
-        ran_for = (timezone.now() - instance.started_at).total_seconds() if instance.started_at else 0.0
-        count = 0 if ran_for >= settings.AIKORE_STABLE_SECONDS else instance.restart_count
-        if count >= settings.AIKORE_RESTART_LIMIT:
-            reason = f"Crashed {count + 1} times in a row; last exit code {exit_code}. Last output:\n{tail[-1500:]}"
-            instance.append_log(f"exit code {exit_code}; restart budget ({settings.AIKORE_RESTART_LIMIT}) spent")
-            Instance.objects.filter(pk=pk).update(want_running=False, restart_count=count)
-            instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
-                                error_message=reason, stopped_at=timezone.now())
-            instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=tail)
-            return
-        attempt = count + 1
-        delay = backoff_delay(attempt)
-        message = (f"Exited with code {exit_code}; restarting in {delay:g} s "
-                   f"(attempt {attempt}/{settings.AIKORE_RESTART_LIMIT}).")
-        instance.append_log(message)
-        instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
-                            error_message=message, restart_count=attempt)
-        instance_event.send(sender=Instance, instance=instance, kind="crashed", exit_code=exit_code, attempt=attempt, limit=settings.AIKORE_RESTART_LIMIT, delay=delay)
-        schedule_restart(pk, instance.generation, delay)
+        record_exit(instance, exit_code, fatal, schedule_restart)
+
+
+def record_exit(instance: Instance, exit_code: int | None, fatal: bool,
+                schedule: Callable[[int, int, float], None]) -> None:
+    """Decide what an exit of the instance's tracked process means: a stop (not wanted), a finish
+    (code 0), a crash to restart with backoff, or a failure (restart budget spent). Caller holds
+    the instance lock. Children the process left behind are ended by a job."""
+    from instances import tasks
+
+    pk = instance.pk
+    if instance_processes(pk):
+        tasks.end_leftovers_task(pk)
+    if shutting_down():
+        # Not a crash: AiKore is stopping everything; the desired state is kept for the next start.
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=exit_code,
+                            stopped_at=timezone.now())
+        return
+    if not instance.want_running:
+        if instance.status != InstanceStatus.STOPPED and instance.status != InstanceStatus.FAILED:
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=exit_code,
+                                stopped_at=timezone.now())
+        return
+    tail = instance.log_tail(2000)
+    state = instance.install_state()
+    if state and state["phase"] == "installing" and (exit_code != 0 or fatal) and not instance.is_satellite:
+        # The install failed (or the script ended mid-install): retrying the same install
+        # with backoff would fail the same way. The user sees the step and the output.
+        step = state["step"] or "install"
+        reason = f"Install step {step!r} failed (exit code {exit_code}). Last output:\n{tail[-1500:]}"
+        instance.append_log(f"install failed at step {step!r} (exit code {exit_code})")
+        Instance.objects.filter(pk=pk).update(want_running=False)
+        instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
+                            error_message=reason, stopped_at=timezone.now(), install_step=step)
+        send_event(instance, "install_failed", step=step, reason=reason, log_tail=tail)
+        return
+    if exit_code == 0 and not fatal:
+        instance.append_log("exited with code 0 (finished)")
+        Instance.objects.filter(pk=pk).update(want_running=False)
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
+                            stopped_at=timezone.now(), error_message="")
+        send_event(instance, "finished", exit_code=0)
+        return
+    ran_for = (timezone.now() - instance.started_at).total_seconds() if instance.started_at else 0.0
+    count = 0 if ran_for >= settings.AIKORE_STABLE_SECONDS else instance.restart_count
+    if count >= settings.AIKORE_RESTART_LIMIT:
+        reason = f"Crashed {count + 1} times in a row; last exit code {exit_code}. Last output:\n{tail[-1500:]}"
+        instance.append_log(f"exit code {exit_code}; restart budget ({settings.AIKORE_RESTART_LIMIT}) spent")
+        Instance.objects.filter(pk=pk).update(want_running=False, restart_count=count)
+        instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
+                            error_message=reason, stopped_at=timezone.now())
+        send_event(instance, "failed", exit_code=exit_code, reason=reason, log_tail=tail)
+        return
+    attempt = count + 1
+    delay = backoff_delay(attempt)
+    message = (f"Exited with code {exit_code}; restarting in {delay:g} s "
+               f"(attempt {attempt}/{settings.AIKORE_RESTART_LIMIT}).")
+    instance.append_log(message)
+    instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
+                        error_message=message, restart_count=attempt)
+    send_event(instance, "crashed", exit_code=exit_code, attempt=attempt, limit=settings.AIKORE_RESTART_LIMIT,
+               delay=delay)
+    schedule(pk, instance.generation, delay)
 
 
 def process_started(pk: int, pid: int) -> None:
@@ -503,8 +748,13 @@ def process_started(pk: int, pid: int) -> None:
 
 
 def reconcile() -> list[str]:
-    """Make status/pid true again from supervisord's state after any crash of web or worker.
-    Running processes are adopted, never restarted; dead ones are marked stopped."""
+    """Make status/pid true again after any crash of AiKore's own processes, and bring the
+    desired state back: running processes are adopted (never restarted); an exit nobody handled
+    (the watcher was down) is handled now, as the crash it was; an instance meant to run that has
+    no process is started; leftover processes are ended. Safe to run from several processes at
+    once (each instance is handled under its lock)."""
+    from instances import tasks
+
     changes: list[str] = []
     for pk in Instance.objects.values_list("pk", flat=True):
         # Under the instance's lock, with fresh state: a start job racing this reconcile (right
@@ -517,17 +767,27 @@ def reconcile() -> list[str]:
                 info = supervisor.process_info(pk)
             except supervisor.SupervisorError as exc:
                 log.warning("reconcile stopped: %s", exc)  # never guess "dead" without supervisord
-                break
+                return changes
             _reconcile_one(instance, info, changes)
+    # Processes of instances deleted while their processes lived on (a delete during an outage).
+    known = set(Instance.objects.values_list("pk", flat=True))
+    strays = {m.instance for m in procs.scan(settings.AIKORE_STACK_ID) if m.instance is not None} - known
+    for pk in strays:
+        tasks.end_leftovers_task(pk)
+        changes.append(f"instance {pk} (deleted): ending its processes")
     return changes
 
 
 def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) -> None:
     from instances import tasks
 
-    alive = bool(info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING) and info["pid"])
-    if alive:
+    state = info["statename"] if info else None
+    if state in (supervisor.RUNNING, supervisor.STARTING) and info["pid"]:
         pid = info["pid"]
+        if instance.status == InstanceStatus.STOPPING and not instance.want_running:
+            tasks.stop_instance(instance.pk)  # the stop job died midway: finish it
+            changes.append(f"{instance.slug}: stop resumed")
+            return
         fields: dict = {}
         if instance.pid != pid or not _alive(pid, instance.pid_create_time):
             fields.update(pid=pid, pid_create_time=_create_time(pid))
@@ -541,11 +801,41 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
             changes.append(f"{instance.slug}: pid corrected to {pid}")
         if instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
             tasks.await_ready_task(instance.pk)
-    elif instance.status == InstanceStatus.STARTING and instance.want_running and not instance.pid:
-        # Waiting for a crash restart whose timer may have died with the watcher: run it now.
-        tasks.crash_restart(instance.pk, instance.generation)
-        changes.append(f"{instance.slug}: pending restart resumed")
-    elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
+        return
+    if state == supervisor.STOPPING:
+        # supervisord is stopping it and the job that asked died: finish the stop (or the start).
+        (tasks.start_instance if instance.want_running else tasks.stop_instance)(instance.pk)
+        changes.append(f"{instance.slug}: interrupted stop resumed")
+        return
+    leftovers = instance_processes(instance.pk)
+    if leftovers:
+        tasks.end_leftovers_task(instance.pk)
+        changes.append(f"{instance.slug}: ending {len(leftovers)} process(es) no supervisord runs")
+    if instance.want_running:
+        if state in (supervisor.EXITED, supervisor.FATAL) and instance.pid and instance.status in ACTIVE_STATUSES:
+            # Its exit happened while no listener was there to see it: the crash it was.
+            exit_code = info.get("exitstatus")
+            record_exit(instance, exit_code, state == supervisor.FATAL, schedule_restart_queued)
+            changes.append(f"{instance.slug}: exit {exit_code} seen late, handled as a crash")
+        elif instance.status == InstanceStatus.STARTING and not instance.pid and instance.restart_count > 0:
+            # A crash restart whose timer died with the process that held it: keep its due time.
+            due = instance.status_changed_at.timestamp() + backoff_delay(instance.restart_count)
+            schedule_restart_queued(instance.pk, instance.generation, max(0.0, due - time.time()))
+            changes.append(f"{instance.slug}: pending restart resumed")
+        else:
+            if instance.status == InstanceStatus.INSTALLING:
+                instance.append_log(f"The install was interrupted at step {instance.install_step or '?'!r}; "
+                                    "running it again.")
+            if instance.status not in (InstanceStatus.STARTING, InstanceStatus.INSTALLING) or instance.pid:
+                instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None)
+            tasks.start_instance(instance.pk)
+            changes.append(f"{instance.slug}: meant to run, starting it")
+        return
+    if instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
+        if leftovers:
+            tasks.stop_instance(instance.pk)  # `stopped` only once they are gone
+            changes.append(f"{instance.slug}: stop resumed")
+            return
         note = ""
         if instance.status == InstanceStatus.INSTALLING:
             # Its install was cut short (nothing recorded it as done): the next start redoes it.
@@ -553,18 +843,30 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
             instance.append_log(note)
         instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now(),
                             error_message=note, install_step="", install_progress=None)
-        Instance.objects.filter(pk=instance.pk).update(want_running=False)
         changes.append(f"{instance.slug}: not running, marked stopped")
+    if info is not None and not leftovers:
+        _forget_group(instance.pk)
 
 
 def autostart_all() -> list[str]:
+    """Start the autostart instances that are not meant to run already (reconcile starts those)."""
     started = []
-    for instance in Instance.objects.filter(autostart=True):
+    for instance in Instance.objects.filter(autostart=True, want_running=False):
         info = supervisor.process_info(instance.pk)
         if not (info and info["statename"] in supervisor.ALIVE_STATES):
             instance.start()
             started.append(instance.slug)
     return started
+
+
+def boot() -> list[str]:
+    """At every AiKore start: reconcile (which starts every instance meant to run), then start the
+    autostart instances."""
+    changes = reconcile()
+    started = autostart_all()
+    if started:
+        changes.append(f"autostart: {', '.join(started)}")
+    return changes
 
 
 def bump_generation(pk: int) -> None:
@@ -574,3 +876,136 @@ def bump_generation(pk: int) -> None:
 def tree_pids(pid: int | None) -> list[int]:
     return [p.pid for p in _process_tree(pid)]
 
+
+# --- the whole stack: shutdown and a start after a crash --------------------------------------
+
+
+def shutdown_stack() -> list[str]:
+    """Stop every instance at once, within AIKORE_STOP_TIMEOUT (+ the SIGKILL), however many exist;
+    unload their supervisord groups; then ask supervisord to stop AiKore's own programs and exit.
+    (supervisord's own shutdown stops groups one after another and visits every loaded group on a
+    one-second tick.) The desired state is kept: what ran starts again with AiKore."""
+    notes: list[str] = []
+    atomic_write(Path(settings.SHUTDOWN_FLAG), str(os.getpid()))
+    timeout = settings.AIKORE_STOP_TIMEOUT
+    mains: dict[int, psutil.Process | None] = {}
+    signalled: set[int] = set()
+    loaded: set[int] = set()
+    for _round in range(2):  # a start job may have spawned one while the first round ran
+        try:
+            infos = supervisor.instance_infos()
+        except supervisor.SupervisorError:
+            infos = {}
+        loaded.update(infos)
+        batch: dict[int, psutil.Process | None] = {}
+        for pk, info in infos.items():
+            if info["statename"] in supervisor.ALIVE_STATES and pk not in mains:
+                with contextlib.suppress(supervisor.SupervisorError):
+                    supervisor.stop_group(pk, wait=False)
+                    signalled.add(pk)
+                try:
+                    batch[pk] = psutil.Process(info["pid"]) if info["pid"] else None
+                except psutil.Error:
+                    batch[pk] = None
+        for marked in procs.scan(settings.AIKORE_STACK_ID):
+            if marked.instance is not None and marked.instance not in mains:
+                batch.setdefault(marked.instance, None)
+        for pk in _cgroup_instances():
+            if pk not in mains and _cgroup_members(pk):
+                batch.setdefault(pk, None)
+        if not batch:
+            break
+        forced, survivors = end_processes(batch, timeout, signalled)
+        mains.update(batch)
+        for pk, killed in forced.items():
+            instance = _get(pk)
+            if instance is not None:
+                _log_forced(instance, killed, timeout)
+        if survivors:
+            notes.append(f"{len(survivors)} instance process(es) outlived SIGKILL")
+    for instance in Instance.objects.filter(Q(pk__in=mains) | Q(status__in=(*ACTIVE_STATUSES, InstanceStatus.STOPPING))):
+        again = " (it starts again with AiKore)" if instance.want_running else ""
+        instance.append_log(f"stopped: AiKore is shutting down{again}")
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+        notes.append(f"{instance.slug}: stopped")
+    with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
+        supervisor.remove_groups(loaded)
+    _remove_stack_cgroup()
+    with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
+        # Everything but the watcher (which may be running this) at once; then supervisord.
+        supervisor.shutdown(first=("boot", "nginx", "daphne", "worker"))
+    return notes
+
+
+def _pidfile_process(path: Path, name: str) -> psutil.Process | None:
+    """The process a pid file names, if it is still the one that wrote it: alive, started before
+    the file was written (a recycled PID starts later), and with `name` in its command line."""
+    try:
+        pid = int(path.read_text().split()[0])
+        written = path.stat().st_mtime
+        proc = psutil.Process(pid)
+        if proc.create_time() > written + 1 or not any(name in part for part in proc.cmdline()):
+            return None
+        return proc if proc.pid not in (os.getpid(), os.getppid()) else None
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def _is_supervisord(proc: psutil.Process) -> bool:
+    try:
+        return any("supervisord" in part for part in proc.cmdline()[:3])
+    except psutil.Error:
+        return False
+
+
+def end_stale_stack() -> list[str]:
+    """Before a start: end every process a previous run of this stack left behind (its
+    supervisord or its entry.sh was killed), found by the stack's marker, nginx's working directory
+    and the pid files of supervisord and nginx. Instances are not adopted: a process no supervisord started has no
+    supervision (no exit events, no log: its output pipe died with the old supervisord), so it is
+    ended here and the boot starts what is meant to run again under the new supervisord."""
+    notes: list[str] = []
+    marked = procs.scan(settings.AIKORE_STACK_ID)
+    services = {_key(m.proc): m.proc for m in marked if m.instance is None}
+    for proc in procs.nginx_processes(Path(settings.NGINX_DIR)):
+        services.setdefault(_key(proc), proc)
+    for path, name in ((Path(settings.RUN_DIR) / "supervisord.pid", "supervisord"),
+                       (Path(settings.NGINX_DIR) / "nginx.pid", "nginx")):
+        proc = _pidfile_process(path, name)
+        if proc is not None:
+            with contextlib.suppress(psutil.Error):
+                for member in [proc, *proc.children(recursive=True)]:
+                    services.setdefault(_key(member), member)
+    instances: dict[int, psutil.Process | None] = {m.instance: None for m in marked if m.instance is not None}
+    instances.update({pk: None for pk in _cgroup_instances() if _cgroup_members(pk)})
+    if not services and not instances:
+        _remove_stack_cgroup()  # empty ones a killed stack left
+        return notes
+    notes.append(f"ending {len(services)} AiKore process(es) and the processes of {len(instances)} instance(s) "
+                 "left by a previous run")
+    # supervisord first and at once (SIGKILL), so it restarts nothing that is being ended.
+    supervisords = [p for p in services.values() if _is_supervisord(p)]
+    procs.signal_all(supervisords, signal.SIGKILL)
+    procs.wait_gone(supervisords, 5)
+    rest = [p for p in services.values() if p not in supervisords]
+    procs.signal_all(rest, signal.SIGTERM)
+    timeout = settings.AIKORE_STOP_TIMEOUT
+    forced, _survivors = end_processes(instances, timeout)
+    stubborn = procs.wait_gone(rest, SERVICE_STOP_SECONDS)
+    procs.signal_all(stubborn, signal.SIGKILL)
+    procs.wait_gone(stubborn, 5)
+    _remove_stack_cgroup()  # emptied above (a cgroup with a process left stays)
+    for instance in Instance.objects.filter(pk__in=instances):
+        again = "; it starts again under supervision" if instance.want_running else ""
+        instance.append_log(f"ended the processes a previous AiKore run left running{again}")
+        _log_forced(instance, forced.get(instance.pk, []), timeout)
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+    return notes
+
+
+def prepare_start() -> list[str]:
+    """The stack is about to start (docker/entry.sh, under its lock): end a previous run's
+    leftovers and clear the shutdown flag."""
+    notes = end_stale_stack()
+    Path(settings.SHUTDOWN_FLAG).unlink(missing_ok=True)
+    return notes

@@ -5,6 +5,7 @@ tasks) calls them so each operation is written once."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -15,8 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from aikore_site import disk
 from aikore_site.files import atomic_write
-from instances import torchvariants, validators
+from instances import supervisor, torchvariants, validators
 from instances.blueprints import Blueprint, BlueprintNotFound, get_blueprint, load_blueprint, normalise_id
 
 # Names inside an instance directory (DESIGN: "its own copy of the blueprint, its environment and
@@ -28,6 +30,8 @@ INSTALL_RECORD_FILE = "install-inputs.sha256"
 # Files AiKore itself writes in an instance directory; anything else there is the user's.
 AIKORE_FILES = {"launch.sh", "env.json", ".logindex.json", INSTALL_STATUS_FILE, INSTALL_RECORD_FILE,
                 "extra_model_paths.yaml", ENV_DIRNAME}
+
+log = logging.getLogger(__name__)
 
 
 class InstanceStatus(models.TextChoices):
@@ -44,6 +48,10 @@ ACTIVE_STATUSES = (InstanceStatus.STARTING, InstanceStatus.RUNNING, InstanceStat
 
 class Conflict(ValidationError):
     """The input is well-formed but clashes with existing state (name taken, port busy): HTTP 409."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """An operation needs a part of AiKore that is down (supervisord): HTTP 503, with the reason."""
 
 
 class InstanceManager(models.Manager["Instance"]):
@@ -414,11 +422,15 @@ class Instance(models.Model):
             return ""
 
     def append_log(self, line: str) -> None:
-        """AiKore's own notes in the instance log ([aikore] lines), e.g. restart decisions."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """AiKore's own notes in the instance log ([aikore] lines), e.g. restart decisions. Never
+        raises: a state change must not depend on writing a note (a full disk, a removed directory)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(f"[aikore {stamp}] {line}\n")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"[aikore {stamp}] {line}\n")
+        except OSError as exc:
+            log.warning("could not write to %s (%s): %s", self.log_path, exc.strerror or exc, line)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -461,27 +473,51 @@ class Instance(models.Model):
 
     # --- operations: each enqueues the one Huey job that does the work --------------------
 
+    @staticmethod
+    def require_supervisor() -> None:
+        """Refuse an operation now rather than accept a job that cannot be carried out."""
+        if not supervisor.is_available():
+            raise ServiceUnavailable(
+                "supervisord is not reachable, so AiKore cannot start or stop processes right now; "
+                "see /api/health. It recovers by itself; try again in a few seconds."
+            )
+
     def start(self) -> str:
         from instances import tasks
 
-        Instance.objects.filter(pk=self.pk).exclude(status__in=ACTIVE_STATUSES).update(restart_count=0)
-        Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
-        self.refresh_from_db()
-        return tasks.start_instance(self.pk).id
+        self.require_supervisor()
+
+        def request() -> str:
+            Instance.objects.filter(pk=self.pk).exclude(status__in=ACTIVE_STATUSES).update(restart_count=0)
+            Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
+            self.refresh_from_db()
+            return tasks.start_instance(self.pk).id
+
+        return disk.retry_if_full(request)  # the reserve makes room on a full disk
 
     def stop(self) -> str:
         from instances import tasks
 
-        Instance.objects.filter(pk=self.pk).update(want_running=False, generation=models.F("generation") + 1)
-        self.refresh_from_db()
-        return tasks.stop_instance(self.pk).id
+        self.require_supervisor()
+
+        def request() -> str:
+            Instance.objects.filter(pk=self.pk).update(want_running=False, generation=models.F("generation") + 1)
+            self.refresh_from_db()
+            return tasks.stop_instance(self.pk, self.generation).id
+
+        return disk.retry_if_full(request)  # the reserve makes room on a full disk
 
     def restart(self) -> str:
         from instances import tasks
 
-        Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
-        self.refresh_from_db()
-        return tasks.restart_instance(self.pk).id
+        self.require_supervisor()
+
+        def request() -> str:
+            Instance.objects.filter(pk=self.pk).update(want_running=True, generation=models.F("generation") + 1)
+            self.refresh_from_db()
+            return tasks.restart_instance(self.pk).id
+
+        return disk.retry_if_full(request)  # the reserve makes room on a full disk
 
     ENV_FIELDS = ("python_version", "torch_variant", "git_ref")
 

@@ -11,7 +11,9 @@ supervisord respawns a process that crashed after RUNNING immediately, with no b
 from __future__ import annotations
 
 import contextlib
+import http.client
 import shlex
+import socket
 import sys
 import xmlrpc.client
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
+from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
 
 if TYPE_CHECKING:
@@ -33,32 +36,62 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
 ALIVE_STATES = {STARTING, RUNNING, BACKOFF, STOPPING}
 
 LAUNCHER = Path(__file__).resolve().parent / "launcher.py"
+STOP_BACKSTOP_SECONDS = 5
 
 
 class SupervisorError(RuntimeError):
     """supervisord is unreachable or refused a call; the message says which."""
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over supervisord's unix socket, with a timeout: supervisor's own connection has none,
+    so a supervisord that hangs (stopped, swapping) would hang every caller for good."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _server(timeout: float) -> Any:
+    path = str(settings.SUPERVISOR_SOCKET)
+    transport = SupervisorTransport(None, None, f"unix://{path}")
+    transport._get_connection = lambda: _UnixConnection(path, timeout)
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True)
+
+
 def rpc(timeout: float = 30.0) -> Any:
     """A fresh proxy per call: ServerProxy is not thread-safe and costs microseconds to build."""
-    transport = SupervisorTransport(None, None, f"unix://{settings.SUPERVISOR_SOCKET}")
-    transport.timeout = timeout
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport, allow_none=True).supervisor
+    return _server(timeout).supervisor
 
 
-def call(method: str, *args: Any) -> Any:
+def dropped_output(timeout: float = 5.0) -> dict[str, int]:
+    """{log file: bytes of output lost so far} for logs supervisord cannot write right now (a full
+    disk; instances/supervisord_plugin.py)."""
     try:
-        return getattr(rpc(), method)(*args)
+        return _server(timeout).aikore.droppedOutput()
+    except OSError as exc:
+        raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
+
+
+def call(method: str, *args: Any, timeout: float = 30.0) -> Any:
+    try:
+        return getattr(rpc(timeout), method)(*args)
     except xmlrpc.client.Fault:
         raise
     except OSError as exc:
         raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
 
 
-def is_available() -> bool:
+def is_available(timeout: float = 5.0) -> bool:
+    """supervisord answers and is not shutting down."""
     try:
-        return call("getState")["statename"] == "RUNNING"
-    except (SupervisorError, xmlrpc.client.Fault):
+        return rpc(timeout).getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Fault):
         return False
 
 
@@ -81,6 +114,12 @@ def group_name(instance_id: int) -> str:
     return f"instance-{instance_id}"
 
 
+def instance_cgroup(instance_id: int) -> Path | None:
+    """The instance's cgroup directory, when instances get one (settings.AIKORE_CGROUP_ROOT)."""
+    root = settings.AIKORE_CGROUP_ROOT
+    return procs.instance_cgroup(root, settings.AIKORE_STACK_ID, instance_id) if root else None
+
+
 def webui_process(instance_id: int) -> str:
     return f"{group_name(instance_id)}:{group_name(instance_id)}-webui"
 
@@ -98,6 +137,11 @@ def render_group_config(instance: Instance) -> str:
     # halves the interpreter's start-up, which every instance start pays.
     command = _conf_value(shlex.join([sys.executable, "-I", "-S", str(LAUNCHER), str(instance.directory)]))
     program = f"{group}-webui"
+    environment = {procs.STACK_VAR: settings.AIKORE_STACK_ID,
+                   procs.INSTANCE_VAR: procs.instance_marker(settings.AIKORE_STACK_ID, instance.pk)}
+    cgroup = instance_cgroup(instance.pk)
+    if cgroup is not None:
+        environment[procs.CGROUP_VAR] = str(cgroup)
     return "\n".join([
         f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",
         f"[group:{group}]",
@@ -111,7 +155,9 @@ def render_group_config(instance: Instance) -> str:
         "startsecs=0",
         "startretries=0",
         "stopsignal=TERM",
-        f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT)}",
+        # AiKore escalates to SIGKILL itself at AIKORE_STOP_TIMEOUT (and logs it in the instance's
+        # log, lifecycle.end_processes); supervisord's own SIGKILL is the backstop if that job died.
+        f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT) + STOP_BACKSTOP_SECONDS}",
         "stopasgroup=true",
         "killasgroup=true",
         # AiKore runs with umask 077; the app gets the user's own (files it writes to outputs/).
@@ -121,6 +167,9 @@ def render_group_config(instance: Instance) -> str:
         f"stdout_logfile_maxbytes={int(settings.AIKORE_LOG_MAX_BYTES)}",
         f"stdout_logfile_backups={int(settings.AIKORE_LOG_BACKUPS)}",
         "stdout_capture_maxbytes=0",
+        # The marker that finds every process this instance ever starts, and its cgroup where
+        # there can be one (aikore_site/procs.py).
+        "environment=" + ",".join(f'{key}="{_conf_value(value)}"' for key, value in environment.items()),
         "",
     ])
 
@@ -165,6 +214,18 @@ def remove_group(instance_id: int) -> None:
         call("reloadConfig")
 
 
+def remove_groups(instance_ids: set[int] | list[int]) -> None:
+    """remove_group for many at once (one reloadConfig): the stack's shutdown unloads them all."""
+    with config_lock():
+        for instance_id in instance_ids:
+            conf_path(instance_id).unlink(missing_ok=True)
+            with contextlib.suppress(xmlrpc.client.Fault):
+                _remove_group_locked(group_name(instance_id))
+        for path in Path(settings.SUPERVISOR_INSTANCE_CONF_DIR).glob("instance-*.conf"):
+            path.unlink(missing_ok=True)  # groups never loaded (a start that failed midway)
+        call("reloadConfig")
+
+
 def start_webui(instance_id: int) -> dict:
     try:
         call("startProcess", webui_process(instance_id), True)
@@ -191,6 +252,26 @@ def process_info(instance_id: int) -> dict | None:
         if exc.faultCode == Faults.BAD_NAME:
             return None
         raise
+
+
+def instance_infos() -> dict[int, dict]:
+    """supervisord's view of every instance group it has loaded: {instance id: process info}."""
+    infos = {}
+    for info in call("getAllProcessInfo"):
+        pk = instance_id_from_process(info["name"])
+        if pk is not None and info["name"].endswith("-webui"):
+            infos[pk] = info
+    return infos
+
+
+def shutdown(first: tuple[str, ...] = ()) -> None:
+    """Ask supervisord to stop its programs and exit (it answers before it does). The programs in
+    `first` are asked to stop before, all at once: supervisord's own shutdown stops one after
+    another, waiting for each."""
+    for name in first:
+        with contextlib.suppress(xmlrpc.client.Fault):
+            call("stopProcess", name, False)
+    call("shutdown")
 
 
 def instance_id_from_process(name: str) -> int | None:

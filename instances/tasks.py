@@ -3,6 +3,7 @@ work. Jobs run in the huey consumer (a supervisord program), never in the web pr
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
@@ -21,8 +22,8 @@ def start_instance(pk: int) -> None:
 
 
 @db_task()
-def stop_instance(pk: int) -> None:
-    lifecycle.halt_by_id(pk)
+def stop_instance(pk: int, generation: int | None = None) -> None:
+    lifecycle.halt_by_id(pk, generation)
 
 
 @db_task()
@@ -51,6 +52,12 @@ def await_ready_task(pk: int) -> None:
     lifecycle.await_ready(pk)
 
 
+@db_task()
+def end_leftovers_task(pk: int) -> None:
+    """End what a crashed run of the instance left behind (children that outlived it)."""
+    lifecycle.end_leftovers(pk)
+
+
 @on_startup()
 def reconcile_on_startup() -> None:
     """The worker may have been killed mid-job: make the database agree with supervisord."""
@@ -69,3 +76,6 @@ def reconcile_on_startup() -> None:
         regenerate_nginx()  # routes for what actually runs now
     finally:
         close_old_connections()
+        # What start-up loaded lives as long as the process: out of the collector's way, its
+        # final collection at exit no longer takes ~1 s of the stack's shutdown.
+        gc.freeze()

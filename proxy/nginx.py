@@ -10,6 +10,7 @@ a reload never cuts another instance's stream.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import psutil
 from django.conf import settings
 
 from aikore_site.files import atomic_write, file_lock
-from proxy.render import render_nginx_config
+from proxy.render import config_generation, render_nginx_config
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,34 @@ def regenerate(source: str | None = None, reload: bool = True) -> ReloadResult:
     """Render the config from the database and install it (serialised)."""
     with regeneration_lock():
         return install(render_nginx_config(source), reload=reload)
+
+
+def expected_generation() -> str | None:
+    """The generation of the live config file (what nginx should be serving)."""
+    try:
+        return config_generation(config_path().read_text())
+    except OSError:
+        return None
+
+
+def _local_address(bind: str) -> str:
+    """Where this machine reaches a server listening on AIKORE_BIND."""
+    bind = bind.strip("[]")
+    if bind in ("", "*", "0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    return "::1" if bind == "::" else bind
+
+
+def serving_generation(timeout: float = 1.0) -> str:
+    """The generation nginx answers on AIKORE_PORT right now. Raises OSError (or
+    http.client.HTTPException) when nothing answers as AiKore's nginx would."""
+    conn = http.client.HTTPConnection(_local_address(settings.AIKORE_BIND), settings.AIKORE_PORT, timeout=timeout)
+    try:
+        conn.request("GET", "/_aikore/generation", headers={"Connection": "close"})
+        response = conn.getresponse()
+        body = response.read(100).decode("ascii", "replace").strip()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise http.client.HTTPException(f"HTTP {response.status}")
+    return body

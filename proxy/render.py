@@ -9,6 +9,7 @@ that fails the check is left out of the config and logged, the rest of the proxy
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -28,6 +29,9 @@ from instances.validators import ORIGIN_RE
 log = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "proxy/nginx.conf"
+# Rendered in place of the generation, then replaced by a hash of the whole text.
+GENERATION_PLACEHOLDER = "@AIKORE_GENERATION@"
+GENERATION_RE = re.compile(r'location = /_aikore/generation \{[^}]*return 200 "([0-9a-f]+)";')
 SAFE_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 SAFE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
@@ -198,7 +202,16 @@ def render_nginx_config(source: str | None = None) -> str:
         "apps_domain_re": domain.replace(".", "\\."),
         "host_instances": instances if domain else [],
         "trusted_proxies": [safe_network(n) for n in settings.AIKORE_TRUSTED_PROXIES],
+        "generation": GENERATION_PLACEHOLDER,
     }
     template = get_template(TEMPLATE_NAME) if source is None else engines["django"].from_string(source)
     # Template tags leave runs of blank lines behind: keep the file readable.
-    return re.sub(r"\n(?:[ \t]*\n)+", "\n\n", template.render(context))
+    text = re.sub(r"\n(?:[ \t]*\n)+", "\n\n", template.render(context))
+    # The generation names the content: the same database state renders the same file.
+    return text.replace(GENERATION_PLACEHOLDER, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def config_generation(text: str) -> str | None:
+    """The generation a rendered config answers at /_aikore/generation."""
+    match = GENERATION_RE.search(text)
+    return match.group(1) if match else None

@@ -44,6 +44,31 @@ class ThrowawayStack:
         return "\n".join(parts)
 
 
+class RetryStaleConnection(httpx.HTTPTransport):
+    """Sends a request once more on a fresh connection when the kept-alive one it went out on
+    turns out to be closed. nginx closes idle keep-alive connections when a reload retires their
+    worker (every instance start and stop reloads it): a request sent on one at that moment fails
+    before any byte of a response, with "Server disconnected without sending a response" or a
+    connection reset, and nginx never read it (it closed the connection as idle), so sending it
+    again is safe, POSTs included. Browsers do the same; a client without it is flaky against the
+    stack."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.RemoteProtocolError as exc:
+            if "without sending a response" not in str(exc):
+                raise
+        except (httpx.ReadError, httpx.WriteError):
+            pass  # a reset before the response began (response errors after that are not caught here)
+        return super().handle_request(request)
+
+
+def stack_client(base_url: str = "", **kwargs: object) -> httpx.Client:
+    """An httpx client for a stack's nginx that survives nginx reloads (RetryStaleConnection)."""
+    return httpx.Client(base_url=base_url, transport=RetryStaleConnection(), **kwargs)
+
+
 def kill_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM the process group proc leads, SIGKILL it if it outlives `timeout`."""
     if proc.poll() is None:
@@ -68,7 +93,7 @@ def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
                     bind: str = "127.0.0.1", port: int | None = None,
                     apps_port: int | None = None) -> Iterator[ThrowawayStack]:
     """Start a stack under workdir/<name> and wait until nginx answers /api/health on its port
-    (on `bind`, another loopback address when a test puts a proxy on 127.0.0.1 with the same ports)."""
+    (a free one unless given: a second start on the same data dir passes the first one's; on `bind`, another loopback address when a test puts a proxy on 127.0.0.1 with the same ports)."""
     port, apps_port = port or free_port(), apps_port or free_port()
     data_dir = workdir / name
     log_path = workdir / f"{name}.log"

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from aikore_site.testing import free_port
-from aikore_site.tests.stacks import ADMIN_USER, ThrowawayStack, kill_group, throwaway_stack
+from aikore_site.tests.stacks import ADMIN_USER, ThrowawayStack, kill_group, stack_client, throwaway_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ def redis_stack(tmp_path, redis_url) -> Iterator[ThrowawayStack]:
 
 
 def login(stack: ThrowawayStack) -> httpx.Client:
-    client = httpx.Client(base_url=stack.base_url, timeout=20)
+    client = stack_client(stack.base_url, timeout=20)
     page = client.get("/login/")
     assert page.status_code == 200
     token = client.cookies[settings.CSRF_COOKIE_NAME]

@@ -43,7 +43,10 @@ def form_data(c: Client, instance: Instance, **changes: object) -> dict:
 
 
 def test_changelist_shows_status_gpus_port_and_filters(staff, bp):
-    port = settings.AIKORE_INSTANCE_PORT_RANGE[1] - 50  # inside whatever range this run was given
+    from instances.ports import port_is_bindable
+
+    low, high = settings.AIKORE_INSTANCE_PORT_RANGE
+    port = next(p for p in range(high, low - 1, -1) if port_is_bindable(p))
     Instance.objects.create_instance(name="Comfy A", blueprint=bp, gpu_ids="", port=port)
     Instance.objects.create_instance(name="Trainer B", blueprint=bp, autostart=True)
     page = staff.get("/admin/instances/instance/")
@@ -57,7 +60,20 @@ def test_changelist_shows_status_gpus_port_and_filters(staff, bp):
     assert "Trainer B" in only_autostart and "Comfy A" not in only_autostart
 
 
-def test_actions_enqueue_lifecycle_jobs(staff, bp):
+@pytest.fixture
+def stack_without_worker(stack):
+    """The live stack's supervisord (start/stop refuse to queue a job it could not carry out),
+    with its worker paused so the queued jobs stay in the queue to be looked at."""
+    stack.supervisorctl("stop", "worker")
+    try:
+        yield stack
+    finally:
+        HUEY.flush()
+        stack.supervisorctl("start", "worker")
+
+
+@pytest.mark.stack
+def test_actions_enqueue_lifecycle_jobs(stack_without_worker, staff, bp):
     one = Instance.objects.create_instance(name="One", blueprint=bp)
     two = Instance.objects.create_instance(name="Two", blueprint=bp)
     HUEY.flush()

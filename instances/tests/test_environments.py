@@ -342,12 +342,24 @@ def test_an_install_survives_a_worker_crash_and_a_dead_one_is_reconciled(live, w
     wait_status(instance, InstanceStatus.RUNNING, InstanceStatus.FAILED, timeout=60)
     assert instance.status == InstanceStatus.RUNNING, instance.error_message
 
-    # An instance recorded as installing whose process is gone (AiKore died with it): stopped,
-    # saying which step was cut short; the next start installs again.
+    # An instance recorded as installing whose process is gone (AiKore died with it) and that is
+    # meant to run: the install runs again (reconcile brings back what should run), and the log
+    # says which step was cut short.
     ghost = Instance.objects.create_instance(name="Ghost Install", blueprint=bp)
     Instance.objects.filter(pk=ghost.pk).update(status=InstanceStatus.INSTALLING, pid=999999, want_running=True,
                                                 install_step="installing requirements")
     call_command("instances", "reconcile")
-    ghost.refresh_from_db()
-    assert ghost.status == InstanceStatus.STOPPED and not ghost.want_running
-    assert "installing requirements" in ghost.error_message and ghost.install_step == ""
+    wait_for(lambda: "interrupted at step 'installing requirements'; running it again"
+             in Instance.objects.get(pk=ghost.pk).log_tail(), 10, "the interrupted-install note")
+    wait_status(ghost, InstanceStatus.RUNNING, InstanceStatus.FAILED, timeout=60)
+    assert ghost.status == InstanceStatus.RUNNING, ghost.error_message
+
+    # The same with nobody wanting it to run any more: stopped, saying which step was cut short;
+    # the next start installs again.
+    idle = Instance.objects.create_instance(name="Idle Install", blueprint=bp)
+    Instance.objects.filter(pk=idle.pk).update(status=InstanceStatus.INSTALLING, pid=999999, want_running=False,
+                                               install_step="installing requirements")
+    call_command("instances", "reconcile")
+    idle.refresh_from_db()
+    assert idle.status == InstanceStatus.STOPPED and not idle.want_running
+    assert "installing requirements" in idle.error_message and idle.install_step == ""

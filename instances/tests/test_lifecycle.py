@@ -195,12 +195,19 @@ def test_sigkill_of_web_and_worker_leaves_instances_running(live):
     assert instance.pid == pid and psutil.pid_exists(pid)
     assert instance.want_running
 
-    # And the other way round: a dead process recorded as running is corrected.
+    # And the other way round: a dead process recorded as running is corrected: an instance meant
+    # to run is started again (its desired state), one that was not is marked stopped.
     other = Instance.objects.create_instance(name="Ghost", blueprint=bp)
     Instance.objects.filter(pk=other.pk).update(status=InstanceStatus.RUNNING, pid=999999, want_running=True)
+    unwanted = Instance.objects.create_instance(name="Unwanted ghost", blueprint=bp)
+    Instance.objects.filter(pk=unwanted.pk).update(status=InstanceStatus.RUNNING, pid=999998, want_running=False)
     call_command("instances", "reconcile")
     other.refresh_from_db()
-    assert other.status == InstanceStatus.STOPPED and other.pid is None
+    assert other.status in (InstanceStatus.STARTING, InstanceStatus.RUNNING) and other.pid != 999999
+    wait_status(other, InstanceStatus.RUNNING)
+    assert other.pid != 999999 and psutil.pid_exists(other.pid)
+    unwanted.refresh_from_db()
+    assert unwanted.status == InstanceStatus.STOPPED and unwanted.pid is None
 
 
 def test_autostart_instances_start_at_boot(live):

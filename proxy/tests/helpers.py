@@ -12,6 +12,8 @@ import httpx
 from django.conf import settings
 from django.test import Client
 
+from aikore_site.tests.stacks import stack_client
+
 CODE_RE = re.compile(r'id="aikore-code" type="application/json">([^<]+)<')
 
 
@@ -36,7 +38,7 @@ def session_value(user) -> str:
 def session_client(user) -> httpx.Client:
     """An httpx client carrying a control-plane session of `user` (sent to every port of the host,
     as a browser does)."""
-    return httpx.Client(cookies={settings.SESSION_COOKIE_NAME: session_value(user)}, timeout=30)
+    return stack_client(cookies={settings.SESSION_COOKIE_NAME: session_value(user)}, timeout=30)
 
 
 def handoff_code(client: httpx.Client, origin: str, next_path: str = "/") -> str:

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from websockets.sync.client import ClientConnection, connect
 
+from aikore_site.tests.stacks import stack_client
 from conftest import stack_env
 from instances.models import Instance, InstanceStatus
 from instances.tests.helpers import wait_for, wait_status
@@ -46,7 +47,7 @@ def echo(conn: ClientConnection, text: str) -> str:
 
 
 def test_dashboard_api_static_and_websocket_through_nginx(live, alice) -> None:
-    with httpx.Client(base_url=main_url(), timeout=15) as browser:
+    with stack_client(main_url(), timeout=15) as browser:
         response = browser.get("/")
         assert response.status_code == 302 and response.headers["location"].startswith("/login/?next=/")
         login_page = browser.get("/login/")

@@ -149,7 +149,7 @@ def test_a_slug_that_bypassed_the_validators_is_left_out(nginx_dir: Path) -> Non
     result = nginx.regenerate(reload=False)
     assert result.ok, result.error
     text = (nginx_dir / "nginx.conf").read_text()
-    assert "return 200" not in text and "29012" not in text
+    assert "return 200;" not in text and "location /y" not in text and "29012" not in text
     assert f"location /instance/{good.slug}/ {{" in text
 
 

@@ -8,6 +8,7 @@ import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
 import { appUrl } from "./origins.js";
+import { startHealthBanner } from "./health.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -19,6 +20,7 @@ const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
 const notifications = new Notifications({ button: $("#notify-button"), store });
 window.aikore = { store, logs, editor, monitor, notifications }; // for debugging and the browser tests
+startHealthBanner($("#health-banner"));
 
 // --- detail pane --------------------------------------------------------------------------------
 

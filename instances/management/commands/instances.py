@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from instances import lifecycle
-from instances.models import Instance, InstanceStatus
+from instances.models import Instance, InstanceStatus, ServiceUnavailable
 from instances.serializers import instance_summary
 
 
@@ -87,7 +87,8 @@ class Command(BaseCommand):
         p.add_argument("--lines", "-n", type=int, default=200)
 
         sub.add_parser("reconcile", help="Make the database agree with supervisord now.")
-        sub.add_parser("boot", help="Reconcile and start autostart instances (run at AiKore start).")
+        sub.add_parser("boot", help="Reconcile, start every instance meant to run and the autostart ones "
+                                    "(run at AiKore start).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -128,7 +129,10 @@ class Command(BaseCommand):
 
     def _act(self, opts: dict, action: str) -> None:
         instance = self.get(opts["name"])
-        job = getattr(instance, action)()
+        try:
+            job = getattr(instance, action)()
+        except ServiceUnavailable as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"{action} queued for {instance.name!r} (job {job})."))
         if opts["wait"]:
             settled = {"start": (InstanceStatus.RUNNING, InstanceStatus.FAILED),
@@ -262,7 +266,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Reconciled ({len(changes)} changes)."))
 
     def do_boot(self, opts: dict) -> None:
-        for change in lifecycle.reconcile():
+        changes = lifecycle.boot()
+        for change in changes:
             self.stdout.write(change)
-        started = lifecycle.autostart_all()
-        self.stdout.write(self.style.SUCCESS(f"Autostart: {', '.join(started) or 'nothing to start'}."))
+        self.stdout.write(self.style.SUCCESS(f"Booted ({len(changes)} changes)."))

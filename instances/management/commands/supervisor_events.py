@@ -1,18 +1,48 @@
 """supervisord event listener: keeps instance status/pid true and hands crashes to the lifecycle
-(which decides about a restart with backoff). Runs as [eventlistener:watcher]."""
+(which decides about a restart with backoff). Runs as [eventlistener:watcher].
+
+It also runs the stack's shutdown: docker/entry.sh sends it SIGUSR1 on SIGTERM (it is already
+running with Django loaded, so every instance gets its SIGTERM within milliseconds rather than
+after a new Python process has started), and it stops every instance at once, then supervisord.
+"""
 
 from __future__ import annotations
 
+import gc
+import os
 import signal
 import sys
+import threading
 import xmlrpc.client
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from supervisor import childutils
 
+from aikore_site import disk
+from aikore_site.files import atomic_write
 from instances import lifecycle, supervisor
+
+PID_FILE = "watcher.pid"
+
+
+def _shutdown() -> None:
+    try:
+        for note in lifecycle.shutdown_stack():
+            sys.stderr.write(f"watcher: shutdown: {note}\n")
+    except Exception as exc:  # entry.sh falls back to stopping supervisord itself
+        sys.stderr.write(f"watcher: shutdown failed: {exc!r}\n")
+        sys.stderr.flush()
+        return
+    sys.stderr.flush()
+    close_old_connections()
+    # Leave now rather than wait for supervisord to stop this listener: its shutdown visits one
+    # program per loop turn, on a one-second tick once nothing else is happening; it exits as soon
+    # as none of its programs runs.
+    os._exit(0)
 
 
 class Command(BaseCommand):
@@ -20,9 +50,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        started = threading.Event()
+
+        def on_shutdown(*_: object) -> None:
+            if not started.is_set():
+                started.set()
+                threading.Thread(target=_shutdown, name="aikore-shutdown", daemon=True).start()
+
+        signal.signal(signal.SIGUSR1, on_shutdown)
+        atomic_write(Path(settings.RUN_DIR) / PID_FILE, f"{os.getpid()}\n")
         # Catch up with whatever happened while no listener was running.
         lifecycle.reconcile()
         close_old_connections()
+        gc.freeze()  # start-up objects live until exit: keep them out of every collection, the last one too
         while True:
             headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
             try:
@@ -35,6 +75,9 @@ class Command(BaseCommand):
             childutils.listener.ok(sys.stdout)
 
     def dispatch(self, event: str, data: dict[str, str]) -> None:
+        if event == "TICK_5":
+            disk.keep_reserve()
+            return
         pk = supervisor.instance_id_from_process(data.get("processname", ""))
         if pk is None or not data.get("processname", "").endswith("-webui"):
             return

@@ -1,0 +1,243 @@
+"""AiKore's processes in the process table, recognised by a marker in their environment.
+
+Every process of a stack carries ``AIKORE_STACK_ID=<id>`` (exported by docker/entry.sh before
+supervisord starts, so supervisord, daphne, the worker, the watcher, nginx's master and workers and
+every instance inherit it), and every process of an instance also ``AIKORE_INSTANCE=<id>:<pk>``
+(set in its supervisord program). An environment is inherited through fork, setsid, double forks
+and daemonising, and /proc/<pid>/environ keeps the one a process was started with, so the markers
+find what a process tree or a process group misses: children that left the session, orphans of a
+killed supervisord, nginx workers whose master died. The id is derived from the data dir (a random
+token kept in it plus its real path), so two stacks on one machine never touch each other's
+processes, even in containers sharing the host's PID namespace.
+
+A process that replaces its whole environment (``env -i``), or writes its process title over it
+(nginx does; so can setproctitle), loses the marker; the process tree snapshot taken before a stop
+still covers its descendants, and nginx is recognised by its working directory instead
+(nginx_processes). Where the kernel lets AiKore create cgroups (cgroup v2, writable: root on a
+host; not an unprivileged container), each instance also runs in a cgroup of its own, which no
+descendant can leave: its processes are listed and killed from there too.
+
+Standard library and psutil only: standalone launchers (proxy/run_nginx.py) import it before
+Django is set up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+STACK_VAR = "AIKORE_STACK_ID"
+INSTANCE_VAR = "AIKORE_INSTANCE"
+CGROUP_VAR = "AIKORE_CGROUP"  # the instance's cgroup directory; the launcher moves itself there
+SAFE_CGROUP_PATH = re.compile(r"/[A-Za-z0-9_./@:-]*")
+TOKEN_FILE = "stack_token"
+POLL_SECONDS = 0.02
+
+
+def stack_id_for(data_dir: Path) -> str:
+    """The marker value of the stack that uses this data dir (16 hex digits)."""
+    data_dir = Path(os.path.realpath(data_dir))
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if not token:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            token = path.read_text().strip()
+        else:
+            token = secrets.token_hex(16)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+    return hashlib.sha256(f"{token}:{data_dir}".encode()).hexdigest()[:16]
+
+
+def instance_marker(stack_id: str, pk: int) -> str:
+    return f"{stack_id}:{pk}"
+
+
+@dataclass
+class Marked:
+    proc: psutil.Process
+    instance: int | None  # the instance's id for an instance's process, None for AiKore's own
+
+
+def _environ(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return b"\0" + fh.read()
+    except OSError:  # gone, a kernel thread, or another user's process
+        return None
+
+
+def _match(env: bytes, stack_id: str) -> tuple[bool, int | None]:
+    """(is this stack's, instance id or None) from a raw environment."""
+    key = f"\0{INSTANCE_VAR}={stack_id}:".encode()
+    start = env.find(key)
+    if start >= 0:
+        end = env.find(b"\0", start + len(key))
+        value = env[start + len(key):end if end >= 0 else None]
+        if value.isdigit():
+            return True, int(value)
+    return f"\0{STACK_VAR}={stack_id}\0".encode() in env + b"\0", None
+
+
+def _excluded() -> set[int]:
+    """This process and its ancestors: a cleanup started from inside a stack never ends itself."""
+    pids = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(p.pid for p in psutil.Process().parents())
+    return pids
+
+
+def scan(stack_id: str, instance: int | None = None) -> list[Marked]:
+    """Live processes carrying this stack's marker (only instance `instance`'s when given).
+    Reads /proc directly (about 5 µs a process); a psutil.Process is made only for matches, and the
+    marker is read again after it exists, so a PID recycled in between is never returned."""
+    found: list[Marked] = []
+    excluded = _excluded()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in excluded:
+            continue
+        env = _environ(int(entry))
+        if env is None:
+            continue
+        ours, pk = _match(env, stack_id)
+        if not ours or (instance is not None and pk != instance):
+            continue
+        try:
+            proc = psutil.Process(int(entry))
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        again = _environ(proc.pid)
+        if again is None or _match(again, stack_id) != (ours, pk):
+            continue
+        found.append(Marked(proc, pk))
+    return found
+
+
+def nginx_processes(nginx_dir: Path) -> list[psutil.Process]:
+    """The nginx processes (master and workers, orphaned or not) of the stack whose nginx runs in
+    `nginx_dir`. nginx writes its process title over its environment, so the marker is gone;
+    supervisord starts it with that directory as its working directory, which workers inherit."""
+    target = os.path.realpath(nginx_dir)
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "nginx":
+            continue
+        try:
+            if os.path.realpath(proc.cwd()) == target and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def cgroup_root() -> Path | None:
+    """The cgroup v2 directory this process runs in, if it may create cgroups below it (and move
+    processes there): where instance cgroups go. None when there is no writable cgroup v2
+    hierarchy (an unprivileged container, cgroup v1 only)."""
+    try:
+        own = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except (OSError, StopIteration):
+        return None
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        fstype = fields[fields.index("-") + 1]
+        if fstype != "cgroup2" or fields[3] != "/":
+            continue
+        path = Path(fields[4]) / own.strip().lstrip("/")
+        if (SAFE_CGROUP_PATH.fullmatch(str(path)) and os.access(path, os.W_OK)
+                and os.access(path / "cgroup.procs", os.W_OK)):
+            return path
+    return None
+
+
+def instance_cgroup(root: Path, stack_id: str, pk: int) -> Path:
+    return root / f"aikore-{stack_id}" / f"instance-{pk}"
+
+
+def cgroup_members(path: Path) -> list[psutil.Process]:
+    """Live processes in a cgroup and the cgroups below it."""
+    found = []
+    for directory, _dirs, _files in os.walk(path):
+        try:
+            pids = Path(directory, "cgroup.procs").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            with contextlib.suppress(psutil.Error, ValueError):
+                proc = psutil.Process(int(pid))
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
+
+
+def cgroup_kill(path: Path) -> None:
+    """SIGKILL everything in the cgroup at once (cgroup.kill, Linux 5.14+; else one by one)."""
+    try:
+        Path(path, "cgroup.kill").write_text("1")
+    except OSError:
+        signal_all(cgroup_members(path), signal.SIGKILL)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup and those below it; one that still has processes stays."""
+    for directory, _dirs, _files in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie is dead; its parent just has not collected it yet).
+    psutil checks the create time, so a recycled PID reads as gone."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process is dead (zombies count as dead); return the survivors. Works for
+    processes that are not our children (psutil.wait_procs would wait for their zombies)."""
+    pending = [p for p in procs if alive(p)]
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        pending = [p for p in pending if alive(p)]
+    return pending
+
+
+def terminate(procs: Iterable[psutil.Process], grace: float) -> list[psutil.Process]:
+    """SIGTERM, then SIGKILL whatever outlives `grace` seconds. Returns the ones that needed the
+    SIGKILL."""
+    procs = [p for p in procs if alive(p)]
+    signal_all(procs, signal.SIGTERM)
+    forced = wait_gone(procs, grace)
+    signal_all(forced, signal.SIGKILL)
+    wait_gone(forced, 5)
+    return forced
