@@ -22,6 +22,12 @@ def websocket_urlpatterns() -> list:
         patterns += monitoring_ws
     except ImportError:
         pass
+    try:
+        from terminals.routing import websocket_urlpatterns as terminal_ws
+
+        patterns += terminal_ws
+    except ImportError:
+        pass
     return patterns
 
 

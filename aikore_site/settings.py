@@ -170,6 +170,7 @@ INSTALLED_APPS = [
     "instances",
     "monitoring",
     "proxy",
+    "terminals",
 ]
 
 MIDDLEWARE = [

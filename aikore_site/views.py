@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from terminals.access import may_open_terminal
+
 
 @login_required
 @ensure_csrf_cookie  # the page's scripts read the CSRF cookie for their API writes
@@ -17,4 +19,5 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "user": request.user,
         "version": settings.VERSION,
         "is_staff": request.user.is_staff,
+        "may_open_terminal": may_open_terminal(request.user),
     })

@@ -11,11 +11,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 
-# AiKore's own secrets and settings stay out of the WebUI's environment.
+# AiKore's own secrets and settings stay out of instances' environments (WebUI and terminal).
 SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKORE_REDIS_URL",
             "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
             "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED")
+
+
+def child_environment(base: Mapping[str, str], instance_env: Mapping[str, object]) -> dict[str, str]:
+    """What an instance's processes run with: this process's environment less AiKore's secrets
+    (and less a CUDA_VISIBLE_DEVICES of AiKore's own: the instance's gpu_ids decide), plus the
+    instance's variables (Instance.environment()). The WebUI and its terminal (terminals/) both
+    start from this."""
+    env = {k: v for k, v in base.items() if k not in SCRUBBED}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update({str(k): str(v) for k, v in instance_env.items()})
+    return env
 
 
 def main(argv: list[str]) -> None:
@@ -24,9 +36,7 @@ def main(argv: list[str]) -> None:
     directory = argv[1]
     with open(os.path.join(directory, "env.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env.update({str(k): str(v) for k, v in spec["env"].items()})
+    env = child_environment(os.environ, spec["env"])
     os.chdir(directory)
     os.execvpe("bash", ["bash", os.path.join(directory, "launch.sh")], env)
 

@@ -6,6 +6,7 @@ import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
+import { TerminalPane } from "./terminal.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -15,11 +16,15 @@ const logs = new LogConsole({
 });
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
-window.aikore = { store, logs, editor, monitor }; // for debugging and the browser tests
+// Only for users who may open one (the template leaves the tab out otherwise).
+const terminal = $("#tab-terminal")
+  ? new TerminalPane({ root: $("#terminal-view"), status: $("#terminal-status"), newShell: $("#terminal-new") })
+  : null;
+window.aikore = { store, logs, editor, monitor, terminal }; // for debugging and the browser tests
 
 // --- detail pane --------------------------------------------------------------------------------
 
-const TABS = ["logs", "script", "view"];
+const TABS = ["logs", "script", "view", ...(terminal ? ["terminal"] : [])];
 let currentTab = sessionStorage.getItem("aikore-tab") || "logs";
 
 function showTab(name, focus = false) {
@@ -47,6 +52,7 @@ function refreshDetail() {
   logs.attach(inst);
   if (currentTab === "script") editor.load(inst);
   updateView(inst);
+  if (terminal) terminal.attach(inst, currentTab === "terminal");
 }
 
 let framedUrl = null;
@@ -211,6 +217,7 @@ document.addEventListener("keydown", (event) => {
     1: () => showTab("logs"),
     2: () => showTab("script"),
     3: () => showTab("view"),
+    4: () => (terminal ? showTab("terminal") : false),
     "/": () => { showTab("logs"); $("#log-search").focus(); },
     f: () => logs.setFollow(!logs.following),
     t: toggleTheme,
