@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -160,8 +161,7 @@ def _stop_server(instance_id: int, sweep_all: bool = False) -> None:
             root = psutil.Process(pid)
             tree = [root, *root.children(recursive=True)]
     supervisor.stop_terminal(instance_id, wait=False)  # supervisord's own wait polls once a second
-    if tree:
-        psutil.wait_procs(tree[:1], timeout=10)
+    _wait_gone(tree[:1], timeout=10)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         info = supervisor.terminal_info(instance_id)
@@ -169,9 +169,40 @@ def _stop_server(instance_id: int, sweep_all: bool = False) -> None:
             break
         time.sleep(0.01)
     if sweep_all:
-        from instances.lifecycle import sweep
+        _end_processes(tree)
 
-        sweep(tree)
+
+def _end_processes(processes: list[psutil.Process], grace: float = 0.5) -> None:
+    """End what survived the server (SIGHUP ends interactive shells, SIGTERM the rest, SIGKILL
+    whatever ignores both). psutil checks create times, so a recycled PID is never signalled."""
+    alive = [p for p in processes if _alive(p)]
+    for proc in alive:
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+    alive = _wait_gone(alive, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _wait_gone(alive, timeout=grace)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have ended; return those still alive at the timeout. A zombie
+    counts as ended: its parent (supervisord, the tmux server) may reap it only a second later."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [p for p in alive if _alive(p)]
+    return alive
 
 
 def _create_session(instance: Instance, cols: int, rows: int) -> None:

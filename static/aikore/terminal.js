@@ -59,6 +59,7 @@ export class TerminalPane {
     this.retryDelay = 500;
     this.retryTimer = null;
     this.processed = 0; // output bytes parsed since this socket opened (what the acks say)
+    this.lastError = "";
     this.ackTimer = null;
     newShell.addEventListener("click", () => this.newShell());
     new ResizeObserver(() => this.scheduleFit()).observe(root);
@@ -95,6 +96,7 @@ export class TerminalPane {
     if (ws) ws.close();
     this.instance = null;
     this.ended = false;
+    this.lastError = "";
     if (this.term) this.term.reset();
   }
 
@@ -103,7 +105,7 @@ export class TerminalPane {
       xt ||= await import("xterm-bundle");
       if (this.term) return;
       this.term = new xt.Terminal({
-        scrollback: 10000, cursorBlink: true, convertEol: false, allowProposedApi: false,
+        scrollback: 10000, cursorBlink: true,
         fontFamily: 'ui-monospace, SFMono-Regular, "DejaVu Sans Mono", Menlo, Consolas, monospace',
         fontSize: 13, theme: theme(),
       });
@@ -159,6 +161,7 @@ export class TerminalPane {
       // The server sends the scrollback and the screen next: start from a clean terminal.
       this.term.reset();
       this.ended = false;
+      this.lastError = "";
       // The pane may have changed size while the socket was connecting (resizes are not queued).
       this.send({ type: "resize", cols: this.term.cols, rows: this.term.rows });
       this.setStatus(msg.stale
@@ -169,6 +172,7 @@ export class TerminalPane {
       this.term.write("\r\n\x1b[2m[the shell has ended]\x1b[0m\r\n");
       this.setStatus("The shell has ended. “New shell” starts another.");
     } else if (msg.type === "error") {
+      this.lastError = msg.message;
       this.setStatus(msg.message, "error");
     }
   }
@@ -191,7 +195,8 @@ export class TerminalPane {
       return;
     }
     const seconds = Math.round(this.retryDelay / 100) / 10;
-    this.setStatus(`Disconnected; reconnecting in ${seconds} s… (the shell keeps running)`);
+    if (this.lastError) this.setStatus(`${this.lastError} Retrying in ${seconds} s…`, "error");
+    else this.setStatus(`Disconnected; reconnecting in ${seconds} s… (the shell keeps running)`);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       if (this.instance && this.term) this.connect();

@@ -102,6 +102,19 @@ def test_terminal_tab_environment_persistence_and_web_process_restart(page, brow
     page.keyboard.press("Enter")
     wait_text(page, r"^pasted-42$")
 
+    # A flood neither freezes the page nor keeps Ctrl+C from getting through.
+    type_line(page, "yes 'a flood of text'")
+    time.sleep(1)
+    frames = []
+    for _ in range(5):
+        started = time.monotonic()
+        page.evaluate("() => new Promise(resolve => requestAnimationFrame(() => resolve()))")
+        frames.append(time.monotonic() - started)
+    assert sorted(frames)[2] < 0.5, f"the page hardly draws during the flood: frame waits {frames}"
+    page.keyboard.press("Control+C")
+    type_line(page, "clear; echo calm-$((6*7))")
+    wait_text(page, r"^calm-42$", timeout=15)
+
     type_line(page, "for i in $(seq 1 100000); do echo tick-$i; sleep 0.2; done")
     wait_text(page, r"^tick-3$")
     shot(page, "terminal-01-loop")

@@ -65,6 +65,7 @@ def test_shell_runs_in_the_instances_environment(live, alice):
         aikore_bin = os.path.realpath(Path(settings.BASE_DIR) / ".venv" / "bin")
         assert all(os.path.realpath(p) != aikore_bin for p in path)
         assert "utf8=é✓" in out
+        assert "colours=256" in term.run("echo colours=$(tput colors)", "tput")
 
         # Resize follows the browser's pane.
         term.send_json({"type": "resize", "cols": 123, "rows": 41})
@@ -162,6 +163,7 @@ def test_opens_and_closes_are_logged_and_delete_removes_everything(live, alice):
     assert any(p.pid == shell_pid for p in tree) and any("sleep" in p.name() for p in tree)
     socket = service.socket_path(instance.pk)
     instance.delete_everything()
-    assert all(not p.is_running() for p in tree)
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree), 5,
+             "the terminal's processes to end")
     assert supervisor.terminal_info(instance.pk) is None
     assert not socket.exists() and not supervisor.terminal_conf_path(instance.pk).exists()
