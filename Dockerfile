@@ -6,7 +6,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     AIKORE_DATA_DIR=/config \
     AIKORE_BIND=0.0.0.0 \
     AIKORE_PORT=9000 \
-    AIKORE_PUBLIC_PORT_RANGE=9001-9020
+    AIKORE_APPS_PORT=9001 \
+    AIKORE_PUBLIC_PORT_RANGE=9002-9020
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nginx tmux git curl ca-certificates nodejs npm procps \
@@ -25,6 +26,6 @@ RUN if [ -x scripts/build-frontend.sh ]; then scripts/build-frontend.sh; fi \
 # nginx, AiKore and the instances all run as this unprivileged user: no sudo, no chown at runtime.
 USER abc
 VOLUME ["/config"]
-EXPOSE 9000 9001-9020
+EXPOSE 9000 9001 9002-9020
 HEALTHCHECK --interval=30s --timeout=5s CMD curl -fsS http://127.0.0.1:9000/api/health || exit 1
 CMD ["/app/docker/entry.sh"]

@@ -114,9 +114,12 @@ def stack(django_db_setup, django_db_blocker) -> Iterator[Stack]:
 
 
 def _delete_all_instances() -> None:
+    from django.db.models import F
+
     from instances.models import Instance
 
-    for instance in Instance.objects.all():
+    # Satellites first: a parent can't go while they exist.
+    for instance in Instance.objects.order_by(F("parent").asc(nulls_last=True)):
         try:
             instance.delete_everything()
         except Exception:  # best effort at teardown

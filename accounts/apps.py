@@ -5,3 +5,6 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "accounts"
     verbose_name = "Accounts and API tokens"
+
+    def ready(self) -> None:
+        from accounts import appaccess  # noqa: F401  (connects the logout receiver)

@@ -50,3 +50,32 @@ class ApiToken(models.Model):
     def revoke(self) -> None:
         self.revoked_at = timezone.now()
         self.save(update_fields=["revoked_at"])
+
+
+class AppHandoff(models.Model):
+    """A pending hand-off: a one-time code that a logged-in control-plane session issues for one app
+    origin, redeemed there within AIKORE_HANDOFF_SECONDS (accounts/appaccess.py). Only its hash is kept."""
+
+    code_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=40, db_index=True)
+    origin = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+
+class AppAccess(models.Model):
+    """A browser's credential on app origins (the HttpOnly app cookie; only its hash is kept). Valid on
+    the origins it was redeemed for, while the control-plane session it came from lives."""
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=40, db_index=True)
+    # The user's session auth hash when issued: a password change ends it, as it ends sessions.
+    auth_hash = models.CharField(max_length=128)
+    origins = models.TextField(help_text="Space-separated origin ids: apps, port:<n>, host:<slug>.")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "app access"
+        verbose_name_plural = "app accesses"

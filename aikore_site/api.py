@@ -134,10 +134,12 @@ def _mount() -> None:
     from instances.api import blueprint_router
     from instances.api import router as instance_router
     from monitoring.api import router as monitoring_router
+    from notifications.api import router as notifications_router
 
     api.add_router("", instance_router)
     api.add_router("", blueprint_router)
     api.add_router("", monitoring_router)
+    api.add_router("", notifications_router)
 
 
 _mount()

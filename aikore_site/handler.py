@@ -36,7 +36,7 @@ from django.urls import set_script_prefix
 
 # (method, path) of requests that are cheap and never block: they get the quick pool.
 QUICK_REQUESTS = frozenset({
-    ("GET", "/_aikore/auth"),
+    ("GET", "/_aikore/app/auth"),
     ("GET", "/_aikore/ping"),
     ("GET", "/api/instances"),
 })

@@ -23,6 +23,12 @@ def websocket_urlpatterns() -> list:
     except ImportError:
         pass
     try:
+        from notifications.routing import websocket_urlpatterns as notifications_ws
+
+        patterns += notifications_ws
+    except ImportError:
+        pass
+    try:
         from terminals.routing import websocket_urlpatterns as terminal_ws
 
         patterns += terminal_ws

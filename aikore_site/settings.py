@@ -72,6 +72,22 @@ def env_port_range(name: str, default: str) -> tuple[int, int] | None:
     return low, high
 
 
+def env_apprise_urls(name: str) -> list[str]:
+    """Apprise URLs separated by commas or spaces; one that Apprise does not understand stops the
+    start, naming only its scheme (the rest may be a secret)."""
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return []
+    from notifications.apprise_urls import split_urls, validate_url
+
+    urls = split_urls(raw)
+    for url in urls:
+        problem = validate_url(url)
+        if problem:
+            raise ImproperlyConfigured(f"{name}: {problem}")
+    return urls
+
+
 def _secret_from_file(path: Path, nbytes: int = 48) -> str:
     """Read a generated secret, creating it once with mode 0600 (atomic create, no race)."""
     try:
@@ -105,6 +121,22 @@ AIKORE_INSTANCE_PORT_RANGE = env_port_range("AIKORE_INSTANCE_PORT_RANGE", "19001
 if AIKORE_INSTANCE_PORT_RANGE is None:
     raise ImproperlyConfigured("AIKORE_INSTANCE_PORT_RANGE must not be empty")
 AIKORE_PUBLIC_PORT_RANGE = env_port_range("AIKORE_PUBLIC_PORT_RANGE", "")
+# The apps origin: every instance at /instance/<slug>/ on a port of its own, never the control
+# plane's origin (DESIGN.md, Isolation).
+AIKORE_APPS_PORT = env_int("AIKORE_APPS_PORT", AIKORE_PORT + 1 if AIKORE_PORT < 65535 else 65534, 1, 65535)
+if AIKORE_APPS_PORT == AIKORE_PORT:
+    raise ImproperlyConfigured(f"AIKORE_APPS_PORT must differ from AIKORE_PORT ({AIKORE_PORT})")
+if AIKORE_PUBLIC_PORT_RANGE and AIKORE_PUBLIC_PORT_RANGE[0] <= AIKORE_APPS_PORT <= AIKORE_PUBLIC_PORT_RANGE[1]:
+    raise ImproperlyConfigured(
+        f"AIKORE_APPS_PORT={AIKORE_APPS_PORT} lies inside AIKORE_PUBLIC_PORT_RANGE: start the range after it")
+if AIKORE_PUBLIC_PORT_RANGE and AIKORE_PUBLIC_PORT_RANGE[0] <= AIKORE_PORT <= AIKORE_PUBLIC_PORT_RANGE[1]:
+    raise ImproperlyConfigured(f"AIKORE_PORT={AIKORE_PORT} lies inside AIKORE_PUBLIC_PORT_RANGE")
+# Optional: each instance also at <slug>.<domain> (wildcard DNS, usually behind a TLS proxy); the
+# dashboard is then expected at <domain> itself, on the same scheme and port.
+AIKORE_APPS_DOMAIN = env_str("AIKORE_APPS_DOMAIN", "").strip().lower().rstrip(".")
+if AIKORE_APPS_DOMAIN and not re.fullmatch(
+        r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", AIKORE_APPS_DOMAIN):
+    raise ImproperlyConfigured(f"AIKORE_APPS_DOMAIN must be a DNS name like apps.example.com, got {AIKORE_APPS_DOMAIN!r}")
 AIKORE_ADMIN_USER = env_str("AIKORE_ADMIN_USER", "admin")
 AIKORE_REDIS_URL = env_str("AIKORE_REDIS_URL", "")
 
@@ -124,6 +156,20 @@ AIKORE_GPU_RETRY_SECONDS = env_float("AIKORE_GPU_RETRY_SECONDS", 60.0, 1.0)
 # Demo/test GPUs on a machine without one (0 = the real NVML, the default).
 AIKORE_FAKE_GPUS = env_int("AIKORE_FAKE_GPUS", 0, 0, 16)
 
+# Notifications (notifications/): Apprise URLs from the environment (more are added in the
+# dashboard), the system thresholds that raise an event (0 = off), delivery retries and bounds.
+AIKORE_NOTIFY_URLS = env_apprise_urls("AIKORE_NOTIFY_URLS")
+AIKORE_NOTIFY_DISK_FREE_PERCENT = env_float("AIKORE_NOTIFY_DISK_FREE_PERCENT", 5.0)
+if AIKORE_NOTIFY_DISK_FREE_PERCENT > 100:
+    raise ImproperlyConfigured(f"AIKORE_NOTIFY_DISK_FREE_PERCENT={AIKORE_NOTIFY_DISK_FREE_PERCENT} must be <= 100")
+AIKORE_NOTIFY_DISK_FREE_BYTES = env_int("AIKORE_NOTIFY_DISK_FREE_BYTES", 10 * 1024**3, 0)
+AIKORE_NOTIFY_GPU_TEMP = env_int("AIKORE_NOTIFY_GPU_TEMP", 85, 0, 200)
+AIKORE_NOTIFY_RETRIES = env_int("AIKORE_NOTIFY_RETRIES", 5, 0, 100)
+AIKORE_NOTIFY_RETRY_DELAY = env_float("AIKORE_NOTIFY_RETRY_DELAY", 10.0, 0.1)
+AIKORE_NOTIFY_RATE_LIMIT = env_int("AIKORE_NOTIFY_RATE_LIMIT", 20, 1, 100_000)
+AIKORE_NOTIFY_REPEAT_SECONDS = env_int("AIKORE_NOTIFY_REPEAT_SECONDS", 600, 0, 7 * 86400)
+AIKORE_NOTIFY_TIMEOUT = env_float("AIKORE_NOTIFY_TIMEOUT", 10.0, 0.1)
+
 STOCK_BLUEPRINTS_DIR = BASE_DIR / "blueprints"
 CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"
 INSTANCES_DIR = AIKORE_DATA_DIR / "instances"
@@ -137,6 +183,29 @@ SUPERVISOR_INSTANCE_CONF_DIR = AIKORE_DATA_DIR / "supervisor" / "instances"
 DAPHNE_SOCKET = RUN_DIR / "daphne.sock"
 EVENTS_SOCKET = RUN_DIR / "events.sock"
 NGINX_DIR = AIKORE_DATA_DIR / "nginx"
+# Instance environments (instances/environments.py, blueprints/functions.sh): one uv cache for all
+# instances, on the same filesystem as instances/ so uv hard-links packages instead of copying.
+CACHE_DIR = AIKORE_DATA_DIR / "cache"
+UV_CACHE_DIR = CACHE_DIR / "uv"
+UV_PYTHON_INSTALL_DIR = CACHE_DIR / "python"
+
+
+def _find_uv() -> str:
+    """The uv binary shipped by the `uv` wheel in AiKore's own venv (requirements.txt), else PATH."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv") or "uv"
+
+
+AIKORE_UV = env_str("AIKORE_UV", "") or _find_uv()
+# Where the PyTorch wheels of each variant live: <base>/<variant> (cpu, cu128, ...). Tests point it
+# at a local index of tiny fake wheels.
+AIKORE_TORCH_INDEX_BASE = env_str("AIKORE_TORCH_INDEX_BASE", "https://download.pytorch.org/whl").rstrip("/")
+if not re.fullmatch(r"(https?|file)://[A-Za-z0-9._~:/%@+-]+", AIKORE_TORCH_INDEX_BASE):
+    raise ImproperlyConfigured(f"AIKORE_TORCH_INDEX_BASE must be an http(s):// or file:// URL, got {AIKORE_TORCH_INDEX_BASE!r}")
 # nginx (proxy/): the binary, and how long nginx may answer instance auth checks from its own
 # cache (0 = ask Django on every request; a logout takes effect within this many seconds).
 AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbin/nginx"
@@ -145,9 +214,11 @@ AIKORE_NGINX = env_str("AIKORE_NGINX", "") or shutil.which("nginx") or "/usr/sbi
 # for several slow requests (deleting running instances, supervisord calls) at once.
 AIKORE_HTTP_THREADS = env_int("AIKORE_HTTP_THREADS", 8, 1, 64)
 AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
+# App-access hand-off (accounts/appaccess.py): how long a one-time code may wait to be redeemed.
+AIKORE_HANDOFF_SECONDS = env_int("AIKORE_HANDOFF_SECONDS", 60, 5, 3600)
 
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
-             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
+             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR, UV_CACHE_DIR):
     _dir.mkdir(parents=True, exist_ok=True)
 
 # --- Django ----------------------------------------------------------------------------------
@@ -170,10 +241,12 @@ INSTALLED_APPS = [
     "instances",
     "monitoring",
     "proxy",
+    "notifications",
     "terminals",
 ]
 
 MIDDLEWARE = [
+    "aikore_site.middleware.OriginGuard",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -253,8 +326,17 @@ SESSION_COOKIE_NAME = "aikore_session"
 # cache in front of the database (daphne is one process, so the cache is coherent).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CSRF_COOKIE_NAME = "aikore_csrftoken"
+# Browsers do not isolate cookies by port: every AiKore cookie is sent to the apps port and the
+# public ports too (nginx strips them before an app sees them), and must never be readable by an
+# app's scripts. The dashboard reads its CSRF token from the page instead.
 SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The app-access credential (accounts/appaccess.py), valid on app origins only.
+APP_COOKIE_NAME = "aikore_app"
+# Control-plane pages are never framed by anything but themselves (an app must not frame the
+# dashboard); the dashboard frames the app origin, which is not restricted here.
 X_FRAME_OPTIONS = "SAMEORIGIN"
 
 # --- Huey: jobs ------------------------------------------------------------------------------
@@ -309,5 +391,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "huey": {"level": "WARNING"},
+        "apprise": {"level": "WARNING"},
     },
 }

@@ -18,6 +18,7 @@ if "AIKORE_TEST_DATA_DIR" not in os.environ:
     os.environ["AIKORE_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="aikore-test-")
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
+os.environ.setdefault("AIKORE_APPS_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_INSTANCE_PORT_RANGE", "29001-29400")
 os.environ.setdefault("AIKORE_PUBLIC_PORT_RANGE", "29401-29450")
 os.environ.setdefault("AIKORE_STOP_TIMEOUT", "3")
@@ -28,7 +29,16 @@ os.environ.setdefault("AIKORE_STABLE_SECONDS", "30")
 os.environ.setdefault("AIKORE_READY_TIMEOUT", "30")
 os.environ.setdefault("AIKORE_SAMPLE_INTERVAL", "0.5")
 os.environ.setdefault("AIKORE_ADMIN_PASSWORD", "admin-test-password")
+os.environ.setdefault("AIKORE_NOTIFY_RETRIES", "2")
+os.environ.setdefault("AIKORE_NOTIFY_RETRY_DELAY", "1")
+os.environ.setdefault("AIKORE_NOTIFY_TIMEOUT", "3")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aikore_site.settings")
+# No test reaches the internet: packages come from local indexes of tiny wheels the environment
+# tests build (instances/tests/wheels.py) under the test data dir, and uv never downloads a Python.
+_WHEELS = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-wheels")
+os.environ.setdefault("AIKORE_TORCH_INDEX_BASE", f"file://{_WHEELS}/torch")
+os.environ.setdefault("UV_INDEX_URL", f"file://{_WHEELS}/simple")
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

@@ -7,7 +7,7 @@ from accounts.views import RateLimitedLoginView
 from aikore_site import views
 from aikore_site.api import api
 from monitoring.views import metrics
-from proxy.views import auth_check
+from proxy import views as proxy_views
 
 admin.site.site_header = "AiKore administration"
 admin.site.site_title = "AiKore admin"
@@ -22,8 +22,16 @@ def ping(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("_aikore/ping", ping, name="ping"),
-    # nginx auth_request target (internal in nginx: only subrequests reach it through the proxy).
-    path("_aikore/auth", auth_check, name="proxy-auth"),
+    # App origins (nginx routes these fixed paths there, with X-AiKore-Origin; never on the control
+    # plane: aikore_site.middleware.OriginGuard).
+    path("_aikore/app/auth", proxy_views.app_auth, name="app-auth"),
+    path("_aikore/app/signin", proxy_views.app_signin, name="app-signin"),
+    path("_aikore/app/redeem", proxy_views.app_redeem, name="app-redeem"),
+    path("_aikore/app/status", proxy_views.app_status, name="app-status"),
+    # The control plane's side of reaching apps.
+    path("_aikore/handoff", proxy_views.handoff, name="handoff"),
+    path("_aikore/start/<slug:slug>/", proxy_views.start_page, name="start-page"),
+    path("_aikore/to-apps", proxy_views.to_apps, name="to-apps"),
     path("login/", RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The admin uses the same rate-limited login page.

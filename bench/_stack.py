@@ -30,6 +30,7 @@ def running_stack(**env: str) -> Iterator[Path]:
     os.environ.update({
         "AIKORE_DATA_DIR": str(data_dir),
         "AIKORE_PORT": str(free_port()),
+        "AIKORE_APPS_PORT": str(free_port()),
         "AIKORE_INSTANCE_PORT_RANGE": "21001-21500",  # below the ephemeral range (32768+)
         "AIKORE_ADMIN_PASSWORD": "bench-password",
         "DJANGO_SETTINGS_MODULE": "aikore_site.settings",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # aikore.name: Test logs
 # aikore.category: Testing
+# aikore.kind: test
 # aikore.description: Prints numbered lines on stdout and stderr (interleaved), ANSI colours and a carriage-return progress bar; never opens a port.
 # aikore.ready: none
 #

@@ -44,20 +44,25 @@ class InstanceAdminForm(forms.ModelForm):
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
     form = InstanceAdminForm
-    list_display = ("name", "status_badge", "base_blueprint", "gpus", "port", "pid", "autostart",
+    list_display = ("name", "status_badge", "base_blueprint", "parent", "gpus", "port", "pid", "autostart",
                     "persistent_mode", "updated_at")
     list_filter = ("status", "base_blueprint", "autostart", "persistent_mode")
     search_fields = ("name", "slug", "base_blueprint", "launch_args")
-    readonly_fields = ("slug", "base_blueprint", "status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
-                       "stopped_at", "exit_code", "error_message", "restart_count", "created_at", "updated_at")
+    readonly_fields = ("slug", "base_blueprint", "parent", "status", "install_step", "install_progress", "pid",
+                       "public_port", "vnc_port", "vnc_display", "started_at", "stopped_at", "exit_code",
+                       "error_message", "restart_count", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "base_blueprint", "gpu_ids", "port", "autostart", "persistent_mode",
-                           "launch_args", "output_path")}),
-        ("Observed state", {"fields": ("status", "pid", "public_port", "vnc_port", "vnc_display", "started_at",
+                           "launch_args", "output_path", "allowed_origins")}),
+        ("Environment", {"fields": ("python_version", "torch_variant", "git_ref", "parent"),
+                         "description": "A satellite runs its parent's code and environment: change these on "
+                                        "the parent. Changes apply at the next start (the install runs again)."}),
+        ("Observed state", {"fields": ("status", "install_step", "install_progress", "pid", "public_port", "vnc_port",
+                                       "vnc_display", "started_at",
                                        "stopped_at", "exit_code", "error_message", "restart_count")}),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )
-    actions = ("start_selected", "stop_selected", "restart_selected")
+    actions = ("start_selected", "stop_selected", "restart_selected", "update_selected", "rebuild_selected")
 
     def save_model(self, request: HttpRequest, obj: Instance, form: forms.ModelForm, change: bool) -> None:
         """Apply the edit through Instance.update_settings() (restart if needed, safe rename),
@@ -102,3 +107,20 @@ class InstanceAdmin(admin.ModelAdmin):
     @admin.action(description="Restart selected instances")
     def restart_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
         self._run(request, queryset, "restart")
+
+    def _env_action(self, request: HttpRequest, queryset: QuerySet[Instance], method: str) -> None:
+        for instance in queryset:
+            try:
+                result = getattr(instance, method)()
+            except ValidationError as exc:
+                self.message_user(request, f"{instance.name}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, result["message"], messages.SUCCESS)
+
+    @admin.action(description="Update selected instances (fetch the code, install what changed)")
+    def update_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        self._env_action(request, queryset, "update_app")
+
+    @admin.action(description="Rebuild the environment of selected instances")
+    def rebuild_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        self._env_action(request, queryset, "rebuild_env")

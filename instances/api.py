@@ -18,6 +18,7 @@ from instances.schemas import (
     BlueprintOut,
     BlueprintSaveIn,
     CloneIn,
+    DeletionPlanOut,
     ErrorOut,
     InstanceCreate,
     InstanceOut,
@@ -62,6 +63,11 @@ def create_instance(request: HttpRequest, payload: InstanceCreate) -> Status:
         port=payload.port,
         launch_args=payload.launch_args,
         output_path=payload.output_path,
+        allowed_origins=payload.allowed_origins,
+        python_version=payload.python_version,
+        torch_variant=payload.torch_variant,
+        git_ref=payload.git_ref,
+        parent=payload.parent,
     )
     return Status(201, instance_summary(instance))
 
@@ -82,8 +88,23 @@ def update_instance(request: HttpRequest, instance_id: int, payload: InstancePat
     return {"instance": instance_summary(instance), **result}
 
 
+@router.get("/instances/{int:instance_id}/deletion", response={200: DeletionPlanOut, 404: ErrorOut})
+def deletion_plan(request: HttpRequest, instance_id: int) -> dict:
+    """Exactly what DELETE /api/instances/{id} removes and keeps (the dashboard's delete dialog
+    shows this)."""
+    return get_instance(instance_id).deletion_plan()
+
+
 @router.delete("/instances/{int:instance_id}", response={204: None, **ERRORS})
-def delete_instance(request: HttpRequest, instance_id: int, keep_files: bool = False, stop: bool = True) -> Status:
+def delete_instance(request: HttpRequest, instance_id: int, keep_files: bool | None = None, stop: bool = True) -> Status:
+    """Stop the instance and delete it: its row, supervisord group and directory
+    (`$AIKORE_DATA_DIR/instances/<slug>/`: launch.sh, log, its Python environment, and the user's
+    files there: the code checkout with local edits, custom nodes, saved workflows, uploads).
+    Its outputs (`outputs/<output_path or slug>/`) and the shared models are never touched.
+    keep_files=true moves the directory (all but the rebuildable environment) to `trash/`;
+    keep_files=false deletes it; omitted, it goes to trash when it holds the user's files. GET
+    /api/instances/{id}/deletion lists exactly what goes. 409 while satellites use its code and
+    environment (delete them first), or while running with stop=false."""
     instance = get_instance(instance_id)
     if instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING) and not stop:
         raise HttpError(409, f"Instance {instance.name!r} is {instance.status}; stop it first or omit stop=false.")
@@ -114,7 +135,34 @@ def restart_instance(request: HttpRequest, instance_id: int) -> Status:
 
 @router.post("/instances/{int:instance_id}/clone", response={201: InstanceOut, **ERRORS})
 def clone_instance(request: HttpRequest, instance_id: int, payload: CloneIn) -> Status:
+    """An independent copy: settings, launch.sh and a copy of the code checkout; its environment
+    is built at its first start from the shared uv cache (hard links, nothing downloaded again)."""
     return Status(201, instance_summary(get_instance(instance_id).clone(payload.name)))
+
+
+def _env_job(instance: Instance, action: str) -> Status:
+    result = getattr(instance, action)()
+    instance.refresh_from_db()
+    return Status(202, {"job_id": result["job_id"], "status": instance.status, "message": result["message"],
+                        "restarts": result["restarts"], "instance": instance_summary(instance)})
+
+
+@router.post("/instances/{int:instance_id}/update", response={202: JobOut, **ERRORS})
+def update_instance_code(request: HttpRequest, instance_id: int) -> Status:
+    """Fetch the code (the instance's git_ref, else the blueprint's) and install what changed.
+    Local edits to tracked files are kept; when the new code would overwrite them the update stops,
+    changes nothing and says so (status failed, error_message). A running instance is stopped and
+    started again (`restarts`); a stopped one is installed and stays stopped. 409 for a satellite
+    (update its parent) or while satellites run from this environment."""
+    return _env_job(get_instance(instance_id), "update_app")
+
+
+@router.post("/instances/{int:instance_id}/rebuild", response={202: JobOut, **ERRORS})
+def rebuild_instance_env(request: HttpRequest, instance_id: int) -> Status:
+    """Delete the instance's Python environment and build it again (packages come from the shared
+    uv cache). The code checkout and the user's files are untouched. A running instance is stopped
+    and started again (`restarts`). 409 for a satellite or while satellites run from it."""
+    return _env_job(get_instance(instance_id), "rebuild_env")
 
 
 class LogQuery(Schema):
@@ -193,9 +241,13 @@ def _bp_dict(bp: blueprints.Blueprint) -> dict:
     return data
 
 
-@blueprint_router.get("/blueprints", response=list[BlueprintOut])
-def list_blueprints(request: HttpRequest) -> list[dict]:
-    return [_bp_dict(bp) for bp in blueprints.list_blueprints()]
+@blueprint_router.get("/blueprints", response={200: list[BlueprintOut], 422: ErrorOut})
+def list_blueprints(request: HttpRequest, kind: str = "") -> list[dict]:
+    """Every blueprint, or those of one kind (`?kind=app`: what new instances are made from; the
+    dashboard offers only these)."""
+    if kind and kind not in blueprints.KINDS:
+        raise HttpError(422, f"kind must be one of {', '.join(blueprints.KINDS)}.")
+    return [_bp_dict(bp) for bp in blueprints.list_blueprints() if not kind or bp.kind == kind]
 
 
 @blueprint_router.get("/blueprints/{name}", response={200: BlueprintDetailOut, 404: ErrorOut})

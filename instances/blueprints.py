@@ -6,14 +6,25 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.name: ComfyUI
     # aikore.category: Image generation
     # aikore.description: Node-based Stable Diffusion UI
-    # aikore.ready: http /            (or "tcp", or "none")
-    # aikore.ready_timeout: 1800      (seconds)
+    # aikore.kind: app                 (app, library or test; default app)
+    # aikore.ready: http /             (or "tcp", or "none")
+    # aikore.ready_timeout: 1800       (seconds, counted from the end of the install)
+    # aikore.git: https://github.com/comfyanonymous/ComfyUI
+    # aikore.git_ref: master           (branch, tag or commit; empty = the default branch)
+    # aikore.python: 3.12              (the Python version of the instance's environment)
+    # aikore.torch: yes                (installs PyTorch: the instance's torch variant applies)
+    # aikore.proxy: strip              (strip, keep or origin: see README "Blueprint metadata")
+
+Every key is declared once in HEADER_KEYS (its parser and default): adding a key is one line
+there plus its field on Blueprint. A value a parser refuses, or an unknown key, is reported in
+``Blueprint.problems`` and the default is used, so a typo never hides a blueprint.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -22,9 +33,95 @@ BLUEPRINT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 HEADER_RE = re.compile(r"^#\s*aikore\.([a-z_]+)\s*:\s*(.*?)\s*$")
 MAX_SCRIPT_BYTES = 256 * 1024
 
+KINDS = ("app", "library", "test")
+PROXY_MODES = ("strip", "keep", "origin")
+# A git source: a URL git understands, or an absolute path (a local mirror); never an option.
+GIT_URL_RE = re.compile(r"((https?|git|ssh|file)://|[A-Za-z0-9_.\-]+@[A-Za-z0-9_.\-]+:|/)[A-Za-z0-9_.~:/%@+=\-]*")
+# A branch, tag or commit as `git check-ref-format` allows, minus what could read as an option.
+GIT_REF_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/\-]{0,199}")
+PYTHON_VERSION_RE = re.compile(r"3(\.\d{1,2}){0,2}")
+
 
 class BlueprintNotFound(LookupError):
     pass
+
+
+class BadValue(ValueError):
+    pass
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.lower()
+        if value not in choices:
+            raise BadValue(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadValue("must be a whole number of seconds") from None
+    if not 1 <= number <= 7 * 86400:
+        raise BadValue("must be between 1 and 604800 seconds")
+    return number
+
+
+def _yes_no(value: str) -> bool:
+    value = value.lower()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off", ""):
+        return False
+    raise BadValue("must be yes or no")
+
+
+def _matching(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value and (not regex.fullmatch(value) or ".." in value.replace("://", "")):
+            raise BadValue(f"is not a valid {what}")
+        return value
+
+    return parse
+
+
+def parse_ready(value: str) -> tuple[str, str]:
+    """'http /path' -> ('http', '/path'); 'tcp' -> ('tcp', ''); 'none' -> ('none', '')."""
+    parts = value.split()
+    if not parts:
+        return "tcp", ""
+    kind = parts[0].lower()
+    if kind == "http":
+        path = parts[1] if len(parts) > 1 else "/"
+        if not path.startswith("/") or not re.fullmatch(r"[A-Za-z0-9/_.\-~?=&%]*", path):
+            raise BadValue("http needs a path like /health made of URL-safe characters")
+        return "http", path
+    if kind in ("tcp", "none"):
+        return kind, ""
+    raise BadValue("must be 'http /path', 'tcp' or 'none'")
+
+
+# key -> (Blueprint field(s) it fills, parser, default). One line per key.
+HEADER_KEYS: dict[str, tuple[str | tuple[str, ...], Callable[[str], object], object]] = {
+    "name": ("name", _text, None),
+    "category": ("category", _text, None),
+    "description": ("description", _text, ""),
+    "kind": ("kind", _choice(*KINDS), "app"),
+    "ready": (("ready", "ready_path"), parse_ready, ("tcp", "")),
+    "ready_timeout": ("ready_timeout", _int, None),
+    "git": ("git_url", _matching(GIT_URL_RE, "git URL"), ""),
+    "git_ref": ("git_ref", _matching(GIT_REF_RE, "git branch, tag or commit"), ""),
+    "python": ("python_version", _matching(PYTHON_VERSION_RE, "Python version like 3.12"), ""),
+    "torch": ("torch", _yes_no, False),
+    "proxy": ("proxy_mode", _choice(*PROXY_MODES), "strip"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +135,23 @@ class Blueprint:
     ready_timeout: int | None
     custom: bool
     path: Path
+    kind: str = "app"  # "app" (offered for new instances), "library" (sourced, never run), "test"
+    git_url: str = ""
+    git_ref: str = ""
+    python_version: str = ""
+    torch: bool = False
+    proxy_mode: str = "strip"  # "strip" the /instance/<slug> prefix, "keep" it, or own "origin"
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def installs(self) -> bool:
+        """Does it build an environment (so a start may spend a while `installing`)?"""
+        return bool(self.git_url or self.python_version or self.torch)
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["path"] = str(self.path)
+        data["problems"] = list(self.problems)
         return data
 
     def read_script(self) -> str:
@@ -57,41 +167,31 @@ def parse_header(text: str) -> dict[str, str]:
     return meta
 
 
-def parse_ready(value: str) -> tuple[str, str]:
-    """'http /path' -> ('http', '/path'); 'tcp' -> ('tcp', ''); anything unknown -> ('tcp', '')."""
-    parts = value.split()
-    if not parts:
-        return "tcp", ""
-    kind = parts[0].lower()
-    if kind == "http":
-        path = parts[1] if len(parts) > 1 else "/"
-        if not path.startswith("/") or not re.fullmatch(r"[A-Za-z0-9/_.\-~?=&%]*", path):
-            path = "/"
-        return "http", path
-    if kind == "none":
-        return "none", ""
-    return "tcp", ""
+def parse_metadata(text: str) -> tuple[dict[str, object], list[str]]:
+    """Header text -> ({Blueprint field: value} for every key, [problems])."""
+    raw = parse_header(text)
+    values: dict[str, object] = {}
+    problems = [f"unknown key aikore.{key}" for key in raw if key not in HEADER_KEYS]
+    for key, (fields, parser, default) in HEADER_KEYS.items():
+        value = default
+        if key in raw:
+            try:
+                value = parser(raw[key])
+            except BadValue as exc:
+                problems.append(f"aikore.{key}: {raw[key]!r} {exc}; using the default")
+        if isinstance(fields, tuple):
+            values.update(zip(fields, value, strict=True))  # type: ignore[arg-type]
+        else:
+            values[fields] = value
+    return values, problems
 
 
-def load_blueprint(path: Path, custom: bool) -> Blueprint:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    meta = parse_header(text)
-    ready, ready_path = parse_ready(meta.get("ready", "tcp"))
-    try:
-        timeout = int(meta["ready_timeout"]) if "ready_timeout" in meta else None
-    except ValueError:
-        timeout = None
-    return Blueprint(
-        id=path.stem,
-        name=meta.get("name", path.stem),
-        category=meta.get("category", "Custom" if custom else "Other"),
-        description=meta.get("description", ""),
-        ready=ready,
-        ready_path=ready_path,
-        ready_timeout=timeout,
-        custom=custom,
-        path=path,
-    )
+def load_blueprint(path: Path, custom: bool, blueprint_id: str | None = None) -> Blueprint:
+    values, problems = parse_metadata(path.read_text(encoding="utf-8", errors="replace"))
+    values["name"] = values["name"] or path.stem
+    values["category"] = values["category"] or ("Custom" if custom else "Other")
+    return Blueprint(id=blueprint_id or path.stem, custom=custom, path=path, problems=tuple(problems),
+                     **values)  # type: ignore[arg-type]
 
 
 def _dirs() -> list[tuple[Path, bool]]:
@@ -128,5 +228,5 @@ def get_blueprint(blueprint_id: str) -> Blueprint:
         path = directory / f"{blueprint_id}.sh"
         if path.is_file():
             return load_blueprint(path, custom)
-    available = ", ".join(b.id for b in list_blueprints()) or "none"
+    available = ", ".join(b.id for b in list_blueprints() if b.kind == "app") or "none"
     raise BlueprintNotFound(f"Unknown blueprint {blueprint_id!r}. Available: {available}.")

@@ -50,7 +50,7 @@ class InstanceStatusConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self) -> list[dict]:
-        return [instance_summary(i) for i in Instance.objects.all()]
+        return [instance_summary(i) for i in Instance.objects.select_related("parent")]
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(events.INSTANCES_GROUP, self.channel_name)

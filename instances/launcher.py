@@ -4,6 +4,10 @@ supervisord starts ``python launcher.py <instance dir>``; this reads ``env.json`
 directory (written atomically by the start job), builds the child environment and replaces itself
 with ``bash launch.sh`` (same PID, so supervisord's process is the blueprint). User-typed values
 therefore never pass through a config file or a shell line. Standard library only.
+
+AiKore's own Python environment stays out of the app's way: its bin directory leaves PATH and
+VIRTUAL_ENV, PYTHONHOME and PYTHONPATH are dropped, so `python`/`pip` in a blueprint are never
+AiKore's (the app's environment is built by uv, see blueprints/functions.sh).
 """
 
 from __future__ import annotations
@@ -16,16 +20,38 @@ from collections.abc import Mapping
 # AiKore's own secrets and settings stay out of instances' environments (WebUI and terminal).
 SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKORE_REDIS_URL",
             "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
-            "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED")
+            "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED",
+            # AiKore's own Python environment: never the app's.
+            "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX")
+
+
+def own_bin_dirs() -> set[str]:
+    """The bin directory of the virtualenv running AiKore (never a system directory such as
+    /usr/bin: AiKore installed into a system Python leaves PATH alone)."""
+    dirs = set()
+    exe_dir = os.path.dirname(sys.executable)  # unresolved: a venv's python is a symlink
+    if os.path.exists(os.path.join(os.path.dirname(exe_dir), "pyvenv.cfg")):
+        dirs.add(exe_dir)
+    if sys.prefix != sys.base_prefix:  # a venv, when site ran (not under python -S)
+        dirs.add(os.path.join(sys.prefix, "bin"))
+    if os.environ.get("VIRTUAL_ENV"):
+        dirs.add(os.path.join(os.environ["VIRTUAL_ENV"], "bin"))
+    return dirs | {os.path.realpath(d) for d in dirs}
+
+
+def scrub_path(path: str, exclude: set[str]) -> str:
+    return os.pathsep.join(p for p in path.split(os.pathsep) if p and p not in exclude
+                           and os.path.realpath(p) not in exclude)
 
 
 def child_environment(base: Mapping[str, str], instance_env: Mapping[str, object]) -> dict[str, str]:
     """What an instance's processes run with: this process's environment less AiKore's secrets
-    (and less a CUDA_VISIBLE_DEVICES of AiKore's own: the instance's gpu_ids decide), plus the
-    instance's variables (Instance.environment()). The WebUI and its terminal (terminals/) both
-    start from this."""
+    and its own Python environment (and less a CUDA_VISIBLE_DEVICES of AiKore's own: the
+    instance's gpu_ids decide), plus the instance's variables (Instance.environment()). The WebUI
+    and its terminal (terminals/) both start from this."""
     env = {k: v for k, v in base.items() if k not in SCRUBBED}
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["PATH"] = scrub_path(env.get("PATH", os.defpath), own_bin_dirs()) or os.defpath
     env.update({str(k): str(v) for k, v in instance_env.items()})
     return env
 

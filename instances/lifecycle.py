@@ -8,6 +8,12 @@ Concurrency rules:
   on (a stop or a new start), so a stop never waits for a slow app to become ready;
 - status writes that depend on a process are conditional on its pid, so a late writer cannot
   resurrect a process the event listener already saw die.
+
+Install phase: a blueprint reports its install steps through aikore_step (blueprints/functions.sh),
+which writes the instance's install.json atomically. The readiness wait below polls that file with
+the port; while the blueprint says it is installing, the instance is `installing` (step and
+progress published like any status change) and no readiness timeout runs; the timeout starts when
+the blueprint says it launches. An exit during the install fails the instance with the step's name.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -29,13 +36,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from aikore_site.files import atomic_write, file_lock
-from instances import supervisor
+from instances import sharedmodels, supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
+from instances.signals import instance_event
 
 log = logging.getLogger(__name__)
 
 READY_POLL_SECONDS = 0.02
+# Progress-only changes of the install step are published at most this often.
+PROGRESS_PUBLISH_SECONDS = 0.25
 
 
 @contextlib.contextmanager
@@ -67,15 +77,26 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
-def write_env_file(instance: Instance) -> None:
-    atomic_write(instance.directory / "env.json", json.dumps({"env": instance.environment()}, indent=1), 0o600)
+def write_env_file(instance: Instance, action: str = "start", install_only: bool = False) -> None:
+    env = instance.environment(action=action, install_only=install_only)
+    atomic_write(instance.directory / "env.json", json.dumps({"env": env}, indent=1), 0o600)
+
+
+def send_event(instance: Instance, kind: str, **details: object) -> None:
+    """instances.signals.instance_event; a receiver's error never reaches the lifecycle."""
+    try:
+        instance_event.send(sender=Instance, instance=instance, kind=kind, **details)
+    except Exception:
+        log.exception("instance_event %s receiver failed", kind)
 
 
 # --- start ------------------------------------------------------------------------------------
 
 
-def launch(pk: int, generation: int | None = None) -> None:
-    """Start the instance if it should run and is not running; then wait for readiness."""
+def launch(pk: int, generation: int | None = None, action: str = "start", install_only: bool = False) -> None:
+    """Start the instance if it should run and is not running; then wait for readiness.
+    action="update" has the blueprint fetch its code first; install_only runs the install and
+    exits instead of launching the app (update/rebuild of a stopped instance)."""
     with instance_lock(pk):
         instance = _get(pk)
         if instance is None or not instance.want_running:
@@ -91,16 +112,19 @@ def launch(pk: int, generation: int | None = None) -> None:
                 return
             pid = info["pid"]
         else:
-            pid = _spawn(instance)
+            pid = _spawn(instance, action, install_only)
             if pid is None:
                 return
         generation = instance.generation
     _wait_ready(pk, pid, generation)
 
 
-def _spawn(instance: Instance) -> int | None:
+def _spawn(instance: Instance, action: str = "start", install_only: bool = False) -> int | None:
     """Prepare files and start the supervisord group. Returns the pid, or None on failure."""
-    instance.set_status(InstanceStatus.STARTING, error_message="", exit_code=None)
+    # This run's install reports start afresh: an old install.json must not speak for it.
+    instance.install_status_path.unlink(missing_ok=True)
+    instance.set_status(InstanceStatus.STARTING, error_message="", exit_code=None, install_step="",
+                        install_progress=None)
     try:
         allocate_port(instance)
     except NoFreePort as exc:
@@ -123,7 +147,8 @@ def _spawn(instance: Instance) -> int | None:
             return None
         instance.prepare_directory(bp)
     instance.output_dir.mkdir(parents=True, exist_ok=True)
-    write_env_file(instance)
+    sharedmodels.ensure_layout()
+    write_env_file(instance, action, install_only)
     try:
         supervisor.ensure_group(instance)
         info = supervisor.start_webui(instance.pk)
@@ -150,11 +175,17 @@ def _update_proxy() -> None:
     regenerate_nginx()
 
 
+def proxy_settings_changed() -> None:
+    """A proxy-only setting (allowed origins) changed: nginx picks it up, the app keeps running."""
+    _update_proxy()
+
+
 def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None:
     log.warning("instance %s failed: %s", instance.slug, reason)
     instance.append_log(f"failed: {reason}")
     Instance.objects.filter(pk=instance.pk).update(want_running=False)
     instance.set_status(InstanceStatus.FAILED, error_message=reason, exit_code=exit_code, pid=None)
+    instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=instance.log_tail(2000))
     _update_proxy()
 
 
@@ -175,21 +206,97 @@ def check_ready(kind: str, path: str, port: int) -> bool:
         return False
 
 
+class _InstallWatch:
+    """Follows install.json for one readiness wait: turns the blueprint's reports into the
+    instance's `installing` status, step and progress, and says whether it is installing now."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.path = instance.install_status_path
+        self.stamp: tuple[int, int] | None = None
+        self.state: dict | None = None
+        self.published: tuple[str, float | None] | None = None
+        self.published_at = 0.0
+
+    @property
+    def installing(self) -> bool:
+        return bool(self.state and self.state["phase"] == "installing")
+
+    def poll(self, pk: int, pid: int, generation: int) -> bool:
+        """Read the file if it changed (one stat otherwise); returns True when the blueprint
+        has just said the install is over (the readiness timeout starts now)."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self.stamp and not (self.installing and self._due()):
+            return False
+        self.stamp = stamp
+        state = self.instance.install_state() if stamp else None
+        if state is None:
+            return False
+        was_installing = self.installing
+        self.state = state
+        live = Instance.objects.filter(pk=pk, pid=pid, generation=generation)
+        if state["phase"] == "installing":
+            key = (state["step"], state["progress"])
+            if key == self.published or (self.published and key[0] == self.published[0] and not self._due()):
+                return False
+            updated = live.filter(status__in=[InstanceStatus.STARTING, InstanceStatus.INSTALLING]).update(
+                status=InstanceStatus.INSTALLING, install_step=state["step"], install_progress=state["progress"],
+                status_changed_at=timezone.now(), updated_at=timezone.now())
+            self.published, self.published_at = key, time.monotonic()
+            if updated:
+                self.instance.refresh_from_db()
+                self.instance.publish()
+            return False
+        # launching (or done, for an install-only run): the install is over.
+        self.instance.refresh_from_db()
+        if was_installing or self.instance.status == InstanceStatus.INSTALLING:
+            updated = live.filter(status=InstanceStatus.INSTALLING).update(
+                status=InstanceStatus.STARTING, install_step="", install_progress=None,
+                status_changed_at=timezone.now(), updated_at=timezone.now())
+            if updated:
+                self.instance.refresh_from_db()
+                self.instance.append_log("install phase over: waiting for the app to answer")
+                self.instance.publish()
+                send_event(self.instance, "install_finished")
+        return True
+
+    def _due(self) -> bool:
+        return time.monotonic() - self.published_at >= PROGRESS_PUBLISH_SECONDS
+
+
 def _wait_ready(pk: int, pid: int, generation: int) -> None:
     instance = _get(pk)
     if instance is None:
         return
-    bp = instance.blueprint()
+    bp = instance.metadata()
     kind, path = (bp.ready, bp.ready_path) if bp else ("tcp", "")
     timeout = (bp.ready_timeout if bp and bp.ready_timeout else None) or settings.AIKORE_READY_TIMEOUT
-    deadline = time.monotonic() + timeout
+    # A blueprint that installs and has no readiness check is ready once it says it launches.
+    needs_launch_report = kind == "none" and bool(bp and bp.installs) and instance.parent_id is None
+    watch = _InstallWatch(instance)
+    deadline: float | None = time.monotonic() + timeout
     create_time = _create_time(pid)
     last_db_check = 0.0
+    launched = False
     while True:
-        if check_ready(kind, path, instance.port):
+        if watch.poll(pk, pid, generation):
+            launched = True
+            deadline = time.monotonic() + timeout  # the readiness timeout starts after the install
+        installing = watch.installing
+        if installing:
+            deadline = None
+        elif deadline is None:
+            deadline = time.monotonic() + timeout
+        if (not installing and (launched or not needs_launch_report) and check_ready(kind, path, instance.port)
+                and not (watch.state and watch.state["phase"] == "done")):
             updated = Instance.objects.filter(
                 pk=pk, pid=pid, generation=generation, status__in=[InstanceStatus.STARTING, InstanceStatus.INSTALLING]
-            ).update(status=InstanceStatus.RUNNING, status_changed_at=timezone.now(), updated_at=timezone.now())
+            ).update(status=InstanceStatus.RUNNING, status_changed_at=timezone.now(), updated_at=timezone.now(),
+                     install_step="", install_progress=None)
             if updated:
                 instance.refresh_from_db()
                 instance.publish()
@@ -201,19 +308,20 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
             last_db_check = now
             if not Instance.objects.filter(pk=pk, generation=generation, want_running=True).exists():
                 return  # stopped or restarted meanwhile
-        if now > deadline:
+        if deadline is not None and now > deadline:
             with instance_lock(pk):
                 instance.refresh_from_db()
                 if instance.generation != generation:
                     return
                 _stop_processes(instance)
+                instance_event.send(sender=Instance, instance=instance, kind="stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
                 _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
             return
         time.sleep(READY_POLL_SECONDS)
 
 
 def await_ready(pk: int) -> None:
-    """Resume a readiness wait after the worker restarted mid-start."""
+    """Resume a readiness wait (and the watch of the install) after the worker restarted."""
     instance = _get(pk)
     if instance and instance.pid and instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
         _wait_ready(pk, instance.pid, instance.generation)
@@ -285,7 +393,8 @@ def halt(instance: Instance, final: bool = False) -> None:
             _update_proxy()
             return
         if running or instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
-            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now(),
+                                install_step="", install_progress=None)
         _update_proxy()
 
 
@@ -344,11 +453,24 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
                                     stopped_at=timezone.now())
             return
         tail = instance.log_tail(2000)
+        state = instance.install_state()
+        if state and state["phase"] == "installing" and (exit_code != 0 or fatal) and not instance.is_satellite:
+            # The install failed (or the script ended mid-install): retrying the same install
+            # with backoff would fail the same way. The user sees the step and the output.
+            step = state["step"] or "install"
+            reason = f"Install step {step!r} failed (exit code {exit_code}). Last output:\n{tail[-1500:]}"
+            instance.append_log(f"install failed at step {step!r} (exit code {exit_code})")
+            Instance.objects.filter(pk=pk).update(want_running=False)
+            instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
+                                error_message=reason, stopped_at=timezone.now(), install_step=step)
+            send_event(instance, "install_failed", step=step, reason=reason, log_tail=tail)
+            return
         if exit_code == 0 and not fatal:
             instance.append_log("exited with code 0 (finished)")
             Instance.objects.filter(pk=pk).update(want_running=False)
             instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
                                 stopped_at=timezone.now(), error_message="")
+            instance_event.send(sender=Instance, instance=instance, kind="finished", exit_code=0)
             return
         ran_for = (timezone.now() - instance.started_at).total_seconds() if instance.started_at else 0.0
         count = 0 if ran_for >= settings.AIKORE_STABLE_SECONDS else instance.restart_count
@@ -358,6 +480,7 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
             Instance.objects.filter(pk=pk).update(want_running=False, restart_count=count)
             instance.set_status(InstanceStatus.FAILED, pid=None, pid_create_time=None, exit_code=exit_code,
                                 error_message=reason, stopped_at=timezone.now())
+            instance_event.send(sender=Instance, instance=instance, kind="failed", exit_code=exit_code, reason=reason, log_tail=tail)
             return
         attempt = count + 1
         delay = backoff_delay(attempt)
@@ -366,6 +489,7 @@ def _handle_exit(pk: int, pid: int | None, exit_code: int | None, fatal: bool = 
         instance.append_log(message)
         instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None, exit_code=exit_code,
                             error_message=message, restart_count=attempt)
+        instance_event.send(sender=Instance, instance=instance, kind="crashed", exit_code=exit_code, attempt=attempt, limit=settings.AIKORE_RESTART_LIMIT, delay=delay)
         schedule_restart(pk, instance.generation, delay)
 
 
@@ -422,7 +546,13 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
         tasks.crash_restart(instance.pk, instance.generation)
         changes.append(f"{instance.slug}: pending restart resumed")
     elif instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
-        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
+        note = ""
+        if instance.status == InstanceStatus.INSTALLING:
+            # Its install was cut short (nothing recorded it as done): the next start redoes it.
+            note = f"The install was interrupted at step {instance.install_step or '?'!r}; it runs again at the next start."
+            instance.append_log(note)
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now(),
+                            error_message=note, install_step="", install_progress=None)
         Instance.objects.filter(pk=instance.pk).update(want_running=False)
         changes.append(f"{instance.slug}: not running, marked stopped")
 

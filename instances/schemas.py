@@ -19,9 +19,20 @@ class InstanceOut(Schema):
     launch_args: str
     output_path: str
     url: str
+    app_origin: str = Field(..., description='Where the app is served: "apps" (the apps port), "port:<n>" '
+                                              '(its public port) or "host:<slug>" (AIKORE_APPS_DOMAIN).')
+    app_path: str = Field(..., description="The app's path on that origin.")
+    proxy_mode: str = Field(..., description="strip, keep or origin (its blueprint's aikore.proxy).")
+    allowed_origins: str
     exit_code: int | None
     error_message: str
     restart_count: int
+    python_version: str = Field(description="Python version of its environment; empty = the one uv finds.")
+    torch_variant: str = Field(description="auto, cpu or a CUDA/ROCm build (cu128, ...).")
+    git_ref: str = Field(description="Branch, tag or commit overriding the blueprint's; empty = the blueprint's.")
+    parent: int | None = Field(description="For a satellite: the instance whose code and environment it runs.")
+    install_step: str = Field(description="While installing: the step the blueprint reports.")
+    install_progress: float | None = Field(description="While installing: the step's progress, 0..1, when known.")
     created_at: str | None
     updated_at: str | None
     status_changed_at: str | None
@@ -36,6 +47,15 @@ class InstanceCreate(Schema):
     port: int | None = Field(None, description="Internal port; null = allocate automatically.")
     launch_args: str = ""
     output_path: str = Field("", description="Folder under outputs/; empty = the instance's slug.")
+    allowed_origins: str | list[str] = Field("", description="Extra origins (scheme://host[:port]) whose pages "
+                                                             "may open websockets to the app and send it writes.")
+    python_version: str | None = Field(None, description="e.g. 3.12; null = the blueprint's (aikore.python).")
+    torch_variant: str = Field("auto", description="auto (from the NVIDIA driver; CPU wheels without one), cpu, "
+                               "or a build such as cu128, cu130, rocm6.4.")
+    git_ref: str = Field("", description="Branch, tag or commit instead of the blueprint's aikore.git_ref.")
+    parent: int | None = Field(None, description="Make a satellite of this instance: it runs the parent's code and "
+                               "environment (blueprint, script, Python, torch and git ref are the parent's) with "
+                               "its own name, port, GPUs, outputs and log.")
 
 
 class InstancePatch(Schema):
@@ -46,6 +66,10 @@ class InstancePatch(Schema):
     port: int | None = None
     launch_args: str | None = None
     output_path: str | None = None
+    allowed_origins: str | list[str] | None = None
+    python_version: str | None = None
+    torch_variant: str | None = None
+    git_ref: str | None = None
 
 
 class InstanceUpdateOut(Schema):
@@ -59,6 +83,23 @@ class JobOut(Schema):
     job_id: str
     status: str
     instance: InstanceOut
+    message: str = ""
+    restarts: bool = Field(False, description="update/rebuild: the running instance is stopped and started again.")
+
+
+class PathNote(Schema):
+    path: str
+    what: str
+
+
+class DeletionPlanOut(Schema):
+    removed: list[PathNote] = Field(description="Everything that goes (or goes to trash/ with keep_files).")
+    kept: list[PathNote] = Field(description="What deleting never touches.")
+    user_data: bool = Field(description="The instance directory holds the user's files (code checkout, uploads, "
+                            "workflows, custom nodes, ...).")
+    trash_default: bool = Field(description="Without keep_files, DELETE moves the directory to trash/.")
+    trash_dir: str
+    blocked_by_satellites: list[str] = Field(description="Satellites that must be deleted first (DELETE answers 409).")
 
 
 class CloneIn(Schema):
@@ -92,6 +133,13 @@ class BlueprintOut(Schema):
     ready_path: str
     ready_timeout: int | None
     custom: bool
+    kind: str = Field(description="app (offered for new instances), library (sourced by others) or test.")
+    git_url: str
+    git_ref: str
+    python_version: str
+    torch: bool
+    proxy_mode: str = Field(description="strip (the /instance/<slug> prefix), keep it, or origin (a port of its own).")
+    problems: list[str] = Field(description="Header lines that were ignored, and why.")
 
 
 class BlueprintDetailOut(BlueprintOut):

@@ -9,6 +9,9 @@ from instances.models import Instance
 
 
 def instance_summary(instance: Instance) -> dict:
+    mode = instance.proxy_mode()
+    origin, path = instance.app_location()
+    owner = instance.env_owner  # a satellite shows the environment it runs: its parent's
     return {
         "id": instance.pk,
         "name": instance.name,
@@ -24,9 +27,19 @@ def instance_summary(instance: Instance) -> dict:
         "launch_args": instance.launch_args,
         "output_path": instance.output_path,
         "url": instance.url_path,
+        "app_origin": origin,
+        "app_path": path,
+        "proxy_mode": mode,
+        "allowed_origins": instance.allowed_origins,
         "exit_code": instance.exit_code,
         "error_message": instance.error_message,
         "restart_count": instance.restart_count,
+        "python_version": owner.python_version,
+        "torch_variant": owner.torch_variant,
+        "git_ref": owner.git_ref,
+        "parent": instance.parent_id,
+        "install_step": instance.install_step,
+        "install_progress": instance.install_progress,
         "created_at": instance.created_at.isoformat() if instance.created_at else None,
         "updated_at": instance.updated_at.isoformat() if instance.updated_at else None,
         "status_changed_at": instance.status_changed_at.isoformat() if instance.status_changed_at else None,
@@ -37,4 +50,4 @@ def instance_summary(instance: Instance) -> dict:
 def instance_list_json() -> bytes:
     """Every instance's summary as a JSON array: GET /api/instances, the hottest read (dashboards
     and scripts poll it). Rebuilt only after something was written to the database."""
-    return json.dumps([instance_summary(i) for i in Instance.objects.all()]).encode()
+    return json.dumps([instance_summary(i) for i in Instance.objects.select_related("parent")]).encode()

@@ -94,7 +94,9 @@ def render_group_config(instance: Instance) -> str:
     launch args) travel in the instance's env.json, read by the launcher."""
     group = group_name(instance.pk)
     directory = _conf_value(str(instance.directory))
-    command = _conf_value(shlex.join([sys.executable, str(LAUNCHER), str(instance.directory)]))
+    # -I -S: the launcher needs only the standard library; skipping site and PYTHON* variables
+    # halves the interpreter's start-up, which every instance start pays.
+    command = _conf_value(shlex.join([sys.executable, "-I", "-S", str(LAUNCHER), str(instance.directory)]))
     program = f"{group}-webui"
     return "\n".join([
         f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",

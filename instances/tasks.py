@@ -8,7 +8,7 @@ import threading
 
 from huey.contrib.djhuey import db_task, on_startup
 
-from instances import lifecycle
+from instances import environments, lifecycle
 
 log = logging.getLogger(__name__)
 _reconciled = threading.Event()
@@ -28,6 +28,16 @@ def stop_instance(pk: int) -> None:
 @db_task()
 def restart_instance(pk: int) -> None:
     lifecycle.restart(pk)
+
+
+@db_task()
+def update_instance(pk: int) -> None:
+    environments.run(pk, "update")
+
+
+@db_task()
+def rebuild_instance(pk: int) -> None:
+    environments.run(pk, "rebuild")
 
 
 @db_task()

@@ -15,6 +15,12 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]*")
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 OUTPUT_PATH_RE = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
 LAUNCH_ARGS_MAX = 4000
+ALLOWED_ORIGINS_MAX = 20
+# scheme://host[:port] and nothing else: these values reach the nginx config.
+ORIGIN_RE = re.compile(
+    r"(?P<scheme>https?)://(?P<host>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    r"|\[[0-9a-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
 MAX_GPU_ID = 63
 
 
@@ -122,4 +128,75 @@ def validate_output_path(value: object) -> str:
             "Output path must be a relative folder under outputs/ made of letters, digits, "
             "'_', '-', '.' and '/', without '..'.",
         )
+    return value
+
+
+def validate_allowed_origins(value: object) -> str:
+    """Extra origins (besides the app's own) whose pages may send websocket upgrades and writes to
+    the instance: "https://a.example.com http://10.0.0.5:8080". A list or a string separated by
+    spaces, commas or new lines; normalised to lower case, one space between, no duplicates."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        parts = value
+    elif isinstance(value, str):
+        parts = re.split(r"[\s,]+", value.strip())
+    else:
+        raise _err("allowed_origins", "Allowed origins must be a list or a space-separated string.")
+    origins: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise _err("allowed_origins", "Each allowed origin must be a string.")
+        if part == "":
+            continue
+        origin = part.lower().rstrip("/")
+        match = ORIGIN_RE.fullmatch(origin)
+        if not match or (match.group("port") and not 1 <= int(match.group("port")) <= 65535):
+            raise _err("allowed_origins", f"{part[:100]!r} is not an origin: use scheme://host[:port], "
+                                          "e.g. https://example.com or http://10.0.0.5:8080 (no path).")
+        if origin not in origins:
+            origins.append(origin)
+    if len(origins) > ALLOWED_ORIGINS_MAX:
+        raise _err("allowed_origins", f"At most {ALLOWED_ORIGINS_MAX} allowed origins.")
+    return " ".join(origins)
+def validate_python_version(value: object) -> str:
+    """'3', '3.12' or '3.12.4'; empty = the blueprint's choice (or whatever Python uv finds)."""
+    from instances.blueprints import PYTHON_VERSION_RE
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("python_version", "Python version must be a string like '3.12'.")
+    value = value.strip()
+    if value and not PYTHON_VERSION_RE.fullmatch(value):
+        raise _err("python_version", f"Python version {value!r} is not like '3.12' or '3.12.4'.")
+    return value
+
+
+def validate_torch_variant(value: object) -> str:
+    from instances import torchvariants
+
+    if value is None or value == "":
+        return torchvariants.AUTO
+    if not isinstance(value, str) or not torchvariants.is_valid(value.strip().lower()):
+        raise _err(
+            "torch_variant",
+            f"Torch variant must be 'auto', 'cpu', a CUDA build like 'cu128' or a ROCm build like "
+            f"'rocm6.4' (known CUDA builds: {', '.join(torchvariants.CHOICES[2:])}).",
+        )
+    return value.strip().lower()
+
+
+def validate_git_ref(value: object) -> str:
+    """A branch, tag or commit to use instead of the blueprint's; empty = the blueprint's."""
+    from instances.blueprints import GIT_REF_RE
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _err("git_ref", "Git ref must be a string.")
+    value = value.strip()
+    if value and (not GIT_REF_RE.fullmatch(value) or ".." in value or value.endswith((".lock", "/", "."))
+                  or "//" in value):
+        raise _err("git_ref", f"{value!r} is not a valid git branch, tag or commit name.")
     return value

@@ -104,6 +104,7 @@ class GpuSource(Protocol):
     def init(self) -> None: ...
     def shutdown(self) -> None: ...
     def driver_version(self) -> str: ...
+    def cuda_driver_version(self) -> int: ...  # e.g. 12080 for CUDA 12.8
     def device_count(self) -> int: ...
     def handle(self, index: int) -> Any: ...
     def name(self, handle: Any) -> str: ...
@@ -131,6 +132,9 @@ class NvmlSource:
     def driver_version(self) -> str:
         version = pynvml.nvmlSystemGetDriverVersion()
         return version.decode() if isinstance(version, bytes) else str(version)
+
+    def cuda_driver_version(self) -> int:
+        return int(pynvml.nvmlSystemGetCudaDriverVersion())
 
     def device_count(self) -> int:
         return int(pynvml.nvmlDeviceGetCount())
@@ -207,9 +211,13 @@ class SyntheticGpuSource:
     """An NVML stand-in for machines without a GPU (tests, demos). Set ``error`` to an NVML error
     code to make every call fail as a lost driver would; ``init_error`` to fail at init."""
 
-    def __init__(self, gpus: Iterable[SyntheticGpu] = (), driver: str = "550.00-synthetic") -> None:
+    def __init__(self, gpus: Iterable[SyntheticGpu] = (), driver: str = "550.00-synthetic",
+                 cuda_version: int | None = None) -> None:
         self.gpus = list(gpus)
         self.driver = driver
+        # NVML's encoding (12080 = CUDA 12.8); None: the call is not supported, as with no CUDA
+        # driver. Demo GPUs leave it None so `auto` picks CPU wheels on a machine without a GPU.
+        self.cuda_version = cuda_version
         self.error: int | None = None
         self.init_error: int | None = None
         self.init_calls = 0
@@ -233,6 +241,12 @@ class SyntheticGpuSource:
     def driver_version(self) -> str:
         self._check()
         return self.driver
+
+    def cuda_driver_version(self) -> int:
+        self._check()
+        if self.cuda_version is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return self.cuda_version
 
     def device_count(self) -> int:
         self._check()

@@ -43,6 +43,7 @@ from monitoring.collectors import (
     ProcessTreeCollector,
     attribute_vram,
 )
+from monitoring.signals import sample_taken
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,12 @@ class Sampler:
         from django.db import close_old_connections
 
         try:
-            return self.sample()
+            sample = self.sample()
+            # send_robust: a receiver's failure is returned to us, not raised; sampling goes on.
+            for receiver, error in sample_taken.send_robust(sender=Sampler, sample=sample):
+                if isinstance(error, Exception):
+                    log.warning("sample_taken receiver %r failed: %r", receiver, error)
+            return sample
         finally:
             # Like the end of a request: a broken (or, per CONN_MAX_AGE, too old) connection of
             # this pool thread is dropped here rather than failing the next sample.

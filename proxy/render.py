@@ -1,7 +1,8 @@
 """The nginx configuration, rendered from the database by one function: render_nginx_config().
 
-Only three kinds of value reach the file: slugs ([a-z0-9-]), integers (ports) and paths/addresses
-already checked by settings.py. Each is checked again here (defence in depth: a slug written to the
+Only these kinds of value reach the file: slugs ([a-z0-9-]), integers (ports), origins
+(scheme://host[:port], validated like instances.validators.validate_allowed_origins), the apps
+domain, and paths/addresses already checked by settings.py. Each is checked again here (defence in depth: a slug written to the
 database by something other than the validators must not become an nginx directive); an instance
 that fails the check is left out of the config and logged, the rest of the proxy keeps working.
 """
@@ -19,7 +20,9 @@ from django.db.models import Q
 from django.template import engines
 from django.template.loader import get_template
 
+from instances.blueprints import PROXY_MODES
 from instances.models import ACTIVE_STATUSES, Instance
+from instances.validators import ORIGIN_RE
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ SAFE_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 SAFE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
 WORKER_SHUTDOWN_TIMEOUT = 3600  # s: websockets to instances survive reloads for up to an hour
+# How many aikore_* cookies nginx can cut out of a request before giving up and sending the app
+# no cookies at all (a browser holds three: session, CSRF, app access; more are planted copies).
+COOKIE_STRIP_STEPS = 6
+SAFE_DOMAIN = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class UnsafeValue(ValueError):
@@ -39,10 +46,20 @@ class ProxiedInstance:
     slug: str
     port: int
     public_port: int | None
+    mode: str = "strip"  # instances.blueprints.PROXY_MODES
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def url_prefix(self) -> str:
         return f"/instance/{self.slug}"
+
+    @property
+    def port_origin(self) -> str:
+        return f"port:{self.public_port}"
+
+    @property
+    def host_origin(self) -> str:
+        return f"host:{self.slug}"
 
 
 def safe_slug(value: object) -> str:
@@ -72,6 +89,27 @@ def safe_word(value: object) -> str:
     return text
 
 
+def safe_origin(value: object) -> str:
+    text = str(value)
+    match = ORIGIN_RE.fullmatch(text)
+    if not match or (match.group("port") and not 1 <= int(match.group("port")) <= 65535):
+        raise UnsafeValue(f"not an origin: {text!r}")
+    return text
+
+
+def safe_domain(value: object) -> str:
+    text = str(value)
+    if not SAFE_DOMAIN.fullmatch(text):
+        raise UnsafeValue(f"not a domain: {text!r}")
+    return text
+
+
+def safe_mode(value: object) -> str:
+    if value not in PROXY_MODES:
+        raise UnsafeValue(f"not a proxy mode: {value!r}")
+    return str(value)
+
+
 def listen_address(bind: str, port: int) -> str:
     """AIKORE_BIND plus a port, as nginx's listen wants it ("[::1]:9000" for IPv6)."""
     if not re.fullmatch(r"[0-9A-Fa-f.:\[\]]+|localhost|\*", bind):
@@ -87,13 +125,15 @@ def proxied_instances() -> list[ProxiedInstance]:
         Instance.objects.filter(Q(want_running=True) | Q(status__in=ACTIVE_STATUSES))
         .exclude(port__isnull=True)
         .order_by("slug")
-        .values_list("slug", "port", "public_port")
     )
     result = []
-    for slug, port, public_port in rows:
+    for instance in rows:
         try:
             result.append(ProxiedInstance(
-                safe_slug(slug), safe_port(port), safe_port(public_port) if public_port else None,
+                safe_slug(instance.slug), safe_port(instance.port),
+                safe_port(instance.public_port) if instance.public_port else None,
+                safe_mode(instance.proxy_mode()),
+                tuple(safe_origin(o) for o in instance.allowed_origins.split()),
             ))
         except UnsafeValue as exc:
             log.error("instance left out of the nginx config: %s", exc)
@@ -120,6 +160,13 @@ def render_nginx_config(source: str | None = None) -> str:
     # A public port outside the configured range (or with the range unset) is no longer served.
     low, high = settings.AIKORE_PUBLIC_PORT_RANGE or (1, 0)
     public = [i for i in instances if i.public_port and low <= i.public_port <= high]
+    public_ports = {i.slug for i in public}
+    domain = safe_domain(settings.AIKORE_APPS_DOMAIN) if settings.AIKORE_APPS_DOMAIN else ""
+    # An app that needs an origin of its own is not served under the prefix when it has one (the
+    # apps port then sends its users there); without one, the prefix is better than nothing.
+    on_apps_port = [i for i in instances if i.mode != "origin" or not (domain or i.slug in public_ports)]
+    chain = [f"aikore_cookie_{n}" for n in range(COOKIE_STRIP_STEPS + 1)]
+    chain[0] = "http_cookie"
     bind = settings.AIKORE_BIND
     context = {
         "run_as_user": _run_as_user(),
@@ -128,15 +175,19 @@ def render_nginx_config(source: str | None = None) -> str:
         "nginx_dir": safe_path(settings.NGINX_DIR),
         "daphne_socket": safe_path(settings.DAPHNE_SOCKET),
         "static_root": safe_path(settings.STATIC_ROOT),
-        "session_cookie": safe_word(settings.SESSION_COOKIE_NAME),
+        "app_cookie": safe_word(settings.APP_COOKIE_NAME),
+        "cookie_chain": list(zip(chain, chain[1:], strict=False)),
+        "cookie_last": chain[-1],
         "auth_cache_seconds": int(settings.AIKORE_AUTH_CACHE_SECONDS),
         "listen": listen_address(bind, settings.AIKORE_PORT),
+        "apps_listen": listen_address(bind, settings.AIKORE_APPS_PORT),
         "bind": listen_address(bind, 1).rsplit(":", 1)[0],
-        # Anonymous visitors of a public port log in on the main port, then land on the
-        # instance's sub-path there.
-        "main_port": f"$scheme://$host:{safe_port(settings.AIKORE_PORT)}",
         "instances": instances,
+        "apps_instances": on_apps_port,
         "public_instances": public,
+        "apps_domain": domain,
+        "apps_domain_re": domain.replace(".", "\\."),
+        "host_instances": instances if domain else [],
     }
     template = get_template(TEMPLATE_NAME) if source is None else engines["django"].from_string(source)
     # Template tags leave runs of blank lines behind: keep the file readable.

@@ -5,7 +5,8 @@
 The spec, written by terminals/service.py, names the socket, the tmux config and the instance's
 variables. The server's environment (which every shell it starts inherits) is built here, in the
 supervised process, by the same function that builds the WebUI's: supervisord's environment less
-AiKore's secrets, plus the instance's variables, then the instance's Python environment activated.
+AiKore's secrets and virtualenv, plus the instance's variables; then the instance's Python
+environment is activated.
 `tmux -D` keeps the server in the foreground, so supervisord owns it. Standard library only."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> None:
     with open(argv[1], encoding="utf-8") as fh:
         spec = json.load(fh)
     env = child_environment(os.environ, spec["env"])
-    env = shell_environment(env, python_env=spec.get("python_env"), aikore_bin=os.path.dirname(sys.executable))
+    env = shell_environment(env, python_env=spec.get("python_env"))
     directory = spec["directory"]
     os.chdir(directory if os.path.isdir(directory) else "/")
     os.execvpe(spec["tmux"], [spec["tmux"], "-D", "-S", spec["socket"], "-f", spec["config"]], env)

@@ -35,7 +35,7 @@ from django.conf import settings
 from aikore_site.files import atomic_write, file_lock
 from instances import supervisor
 from instances.models import Instance
-from terminals.shellenv import python_env_of
+from terminals.shellenv import python_env_at
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def spec_for(instance: Instance) -> dict:
     return {
         "env": instance.environment(),
         "directory": str(instance.directory),
-        "python_env": python_env_of(str(instance.directory)),
+        "python_env": python_env_at(str(instance.env_dir)),
         "socket": str(socket_path(instance.pk)),
         "config": str(TMUX_CONF),
         "tmux": tmux_binary(),

@@ -4,6 +4,7 @@ artifacts/screenshots/ (not committed)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -54,6 +56,7 @@ def page(browser, live):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.base = live.base_url
+    page.apps = f"http://127.0.0.1:{settings.AIKORE_APPS_PORT}"
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -149,18 +152,21 @@ def test_instance_lifecycle_through_the_dashboard(page, live) -> None:
     expect(page.locator("#log-status")).to_contain_text("live")
     shot(page, "03-running-logs")
 
-    # Open it through the proxy, in a new tab...
+    # Embedded in the View pane: the frame signs in on the apps port through the hand-off by itself
+    # (the first visit there), then shows the app. The demo page's request shows up in the log.
+    page.click("#tab-view")
+    frame = page.frame_locator("#view-frame")
+    expect(frame.locator("h1")).to_have_text("AiKore Demo WebUI")
+    # ... and in a new tab, on the apps port (its own origin).
+    page.click("#tab-logs")
     with page.context.expect_page() as new_tab:
         row.get_by_role("link", name="Open Browser Demo").click()
     tab = new_tab.value
     tab.wait_for_load_state()
-    assert tab.url == f"{page.base}/instance/browser-demo/"
+    expect(tab).to_have_url(f"{page.apps}/instance/browser-demo/")
     expect(tab).to_have_title("AiKore Demo WebUI - Browser Demo")
     tab.close()
-    # ... and embedded in the View pane. The demo page's request shows up in the log.
     page.click("#tab-view")
-    frame = page.frame_locator("#view-frame")
-    expect(frame.locator("h1")).to_have_text("AiKore Demo WebUI")
     shot(page, "04-view-embedded")
 
     # Edit and save its script with the code editor (shell highlighting on).
@@ -422,14 +428,14 @@ def test_login_admin_links_and_logout(page, live) -> None:
 
 
 @pytest.fixture
-def gpu_stack(tmp_path) -> Iterator[str]:
+def gpu_stack(tmp_path) -> Iterator[object]:
     """A second, throwaway stack whose sampler reads two demo GPUs (AIKORE_FAKE_GPUS, the synthetic
     NVML source: this machine has no GPU). Its own data dir, port and admin account."""
     from aikore_site.tests.stacks import throwaway_stack
 
     with throwaway_stack(tmp_path, "gpu-stack", {"AIKORE_FAKE_GPUS": "2"}, admin_password="gpu-admin-password",
                          instance_port_range="29451-29500") as stack:
-        yield stack.base_url
+        yield stack
 
 
 def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> None:
@@ -442,9 +448,9 @@ def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> No
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.base = gpu_stack
+    page.base = gpu_stack.base_url
     try:
-        page.goto(gpu_stack + "/")
+        page.goto(gpu_stack.base_url + "/")
         page.fill("#id_username", "admin")
         page.fill("#id_password", "gpu-admin-password")
         page.click("button[type=submit]")
@@ -471,15 +477,22 @@ def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> No
         expect(row.locator(".badge")).to_have_text("running", timeout=60_000)
         # "running" means the app answers on its port; nginx serves the new route once its reload
         # has swapped workers, which can be ~100 ms later (proxy/tests wait for it the same way).
+        # The app is on the apps port: a page there signs in through the hand-off, as a user would.
+        app = context.new_page()
         deadline = time.monotonic() + 15
-        while (reply := page.request.get(gpu_stack + "/instance/on-gpu-one/env")).status != 200:
-            assert time.monotonic() < deadline, f"route not served: HTTP {reply.status}"
-            time.sleep(0.1)
-        env = reply.json()
+        while True:
+            app.goto(gpu_stack.apps_url + "/instance/on-gpu-one/env")
+            app.wait_for_url(re.compile(r"/instance/on-gpu-one/env$"))
+            text = app.locator("body").inner_text()
+            if text.lstrip().startswith("{"):
+                break
+            assert time.monotonic() < deadline, f"route not served: {text[:200]}"
+            time.sleep(0.2)
+        env = json.loads(text)
         assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         shot(page, "13-monitoring-gpus")
 
-        metrics = page.request.get(gpu_stack + "/metrics").text()
+        metrics = page.request.get(gpu_stack.base_url + "/metrics").text()
         assert "aikore_gpu_available 1.0" in metrics
         assert metrics.count("aikore_gpu_memory_total_bytes{") == 2
         assert 'aikore_instance_running{instance_id="' in metrics and 'slug="on-gpu-one"' in metrics

@@ -43,12 +43,13 @@ def form_data(c: Client, instance: Instance, **changes: object) -> dict:
 
 
 def test_changelist_shows_status_gpus_port_and_filters(staff, bp):
-    Instance.objects.create_instance(name="Comfy A", blueprint=bp, gpu_ids="", port=29350)
+    port = settings.AIKORE_INSTANCE_PORT_RANGE[1] - 50  # inside whatever range this run was given
+    Instance.objects.create_instance(name="Comfy A", blueprint=bp, gpu_ids="", port=port)
     Instance.objects.create_instance(name="Trainer B", blueprint=bp, autostart=True)
     page = staff.get("/admin/instances/instance/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "Comfy A" in html and "Trainer B" in html and "29350" in html and ">stopped<" in html
+    assert "Comfy A" in html and "Trainer B" in html and str(port) in html and ">stopped<" in html
     assert "By status" in html or "status__exact" in html
     found = staff.get("/admin/instances/instance/?q=Trainer").content.decode()
     assert "Trainer B" in found and "Comfy A" not in found

@@ -311,30 +311,41 @@ def test_link_models_fresh_and_idempotent(tmp_path: Path) -> None:
     assert (models / "checkpoints").is_dir()
 
 
-def test_link_models_moves_real_data(tmp_path: Path) -> None:
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every regular file under root (links not followed) with its content."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and not any(q.is_symlink() for q in p.parents)}
+
+
+def test_link_models_never_moves_or_deletes_user_files(tmp_path: Path) -> None:
     models, dest = tmp_path / "models", tmp_path / "app" / "loras"
     (dest / "sub").mkdir(parents=True)
     (dest / "a.safetensors").write_text("A")
     (dest / ".hidden").write_text("H")
     (dest / "sub" / "b.bin").write_text("B")
     (dest / "clash.bin").write_text("mine")
-    (models / "loras" / "sub").mkdir(parents=True)
+    (models / "loras" / "sub2").mkdir(parents=True)
     (models / "loras" / "clash.bin").write_text("shared")
-    (models / "loras" / "sub" / "c.bin").write_text("C")
-    result = run_bash(f'aikore_link_models loras "{dest}"', env={"AIKORE_MODELS_DIR": str(models)})
-    assert result.returncode == 0, result.stderr
-    shared = models / "loras"
-    assert dest.is_symlink() and dest.resolve() == shared.resolve()
-    assert (shared / "a.safetensors").read_text() == "A"
-    assert (shared / ".hidden").read_text() == "H"
-    assert (shared / "sub" / "b.bin").read_text() == "B"
-    assert (shared / "sub" / "c.bin").read_text() == "C"
-    assert (shared / "clash.bin").read_text() == "shared"
-    [aside] = list(dest.parent.glob("loras.aikore-old-*"))
-    assert (aside / "clash.bin").read_text() == "mine"  # nothing lost
+    (models / "loras" / "shared.bin").write_text("S")
+    (models / "loras" / "sub2" / "c.bin").write_text("C")
+    before_app, before_models = _snapshot(tmp_path / "app"), _snapshot(models)
+    for _ in range(2):  # idempotent
+        result = run_bash(f'aikore_link_models loras "{dest}"', env={"AIKORE_MODELS_DIR": str(models)})
+        assert result.returncode == 0, result.stderr
+    assert _snapshot(tmp_path / "app") == before_app  # every file where it was, unchanged
+    assert _snapshot(models) == before_models
+    assert not dest.is_symlink()
+    assert (dest / "shared.bin").is_symlink() and (dest / "shared.bin").read_text() == "S"
+    assert (dest / "sub2" / "c.bin").read_text() == "C"
+    assert (dest / "clash.bin").read_text() == "mine"  # the user's file wins a name clash
+    # A shared file removed later: our dangling link goes, nothing else.
+    (models / "loras" / "shared.bin").unlink()
+    assert run_bash(f'aikore_link_models loras "{dest}"', env={"AIKORE_MODELS_DIR": str(models)}).returncode == 0
+    assert not (dest / "shared.bin").is_symlink()
+    assert _snapshot(tmp_path / "app") == before_app
 
 
-def test_link_models_replaces_foreign_symlink_only(tmp_path: Path) -> None:
+def test_link_models_leaves_a_foreign_symlink_alone(tmp_path: Path) -> None:
     models, other, dest = tmp_path / "models", tmp_path / "elsewhere", tmp_path / "app" / "vae"
     other.mkdir()
     (other / "keep.bin").write_text("K")
@@ -342,8 +353,41 @@ def test_link_models_replaces_foreign_symlink_only(tmp_path: Path) -> None:
     dest.symlink_to(other)
     result = run_bash(f'aikore_link_models vae "{dest}"', env={"AIKORE_MODELS_DIR": str(models)})
     assert result.returncode == 0, result.stderr
-    assert os.readlink(dest) == str(models / "vae")
+    assert os.readlink(dest) == str(other) and "leaving it as it is" in result.stderr
     assert (other / "keep.bin").read_text() == "K"
+
+
+def test_link_models_keeps_a_git_checkout_clean(tmp_path: Path) -> None:
+    models, app = tmp_path / "models", tmp_path / "app"
+    app.mkdir()
+    _git("init", "-q", "-b", "main", cwd=app)
+    (app / "models" / "checkpoints").mkdir(parents=True)
+    (app / "models" / "checkpoints" / "put_checkpoints_here").write_text("")
+    (app / "main.py").write_text("print(1)")
+    _git("add", ".", cwd=app)
+    _git("commit", "-qm", "init", cwd=app)
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "sd [v1].safetensors").write_text("W")
+    env = {"AIKORE_MODELS_DIR": str(models)}
+    for sub, dest in (("checkpoints", "models/checkpoints"), ("loras", "models/loras"), ("vae", "models/vae/")):
+        result = run_bash(f'aikore_link_models {sub} "{app / dest}"', env=env)
+        assert result.returncode == 0, result.stderr
+    assert (app / "models" / "checkpoints" / "sd [v1].safetensors").read_text() == "W"
+    assert (app / "models" / "loras").is_symlink()
+    assert _git("status", "--porcelain", "--ignored=no", cwd=app) == ""
+    assert (app / "models" / "checkpoints" / "put_checkpoints_here").exists()
+
+
+def test_comfyui_model_paths_names_only_shared_folders(tmp_path: Path) -> None:
+    from instances.sharedmodels import LAYOUT
+
+    out = tmp_path / "conf" / "extra_model_paths.yaml"
+    result = run_bash(f'aikore_comfyui_model_paths "{out}"', env={"AIKORE_MODELS_DIR": str(tmp_path / "m")})
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[1] == "aikore:" and lines[2] == f"    base_path: '{tmp_path / 'm'}'"
+    folders = [part.strip() for line in lines[3:] for part in [line.split(":", 1)[-1]] if part.strip() != "|"]
+    assert folders and set(folders) <= set(LAYOUT), set(folders) - set(LAYOUT)
 
 
 @pytest.mark.parametrize("sub", ["../escape", "/abs", "a/../../b", ""])
@@ -394,7 +438,11 @@ def test_git_sync(tmp_path: Path) -> None:
     (upstream / "f.txt").write_text("dev")
     _git("commit", "-qam", "dev", cwd=upstream)
 
+    # A plain start leaves an existing checkout alone; an update fetches and fast-forwards.
     result = run_bash(f'aikore_git_sync "{upstream}" "{clone}"')
+    assert result.returncode == 0, result.stderr
+    assert (clone / "f.txt").read_text() == "v1"
+    result = run_bash(f'aikore_git_sync "{upstream}" "{clone}"', env={"AIKORE_ACTION": "update"})
     assert result.returncode == 0, result.stderr
     assert (clone / "f.txt").read_text() == "v2"
     result = run_bash(f'aikore_git_sync "{upstream}" "{clone}" dev')

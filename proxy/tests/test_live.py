@@ -11,53 +11,33 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from django.test import Client
-from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from accounts.models import ApiToken
 from conftest import stack_env
 from instances.models import Instance, InstanceStatus
 from instances.tests.helpers import wait_for, wait_status
 from proxy import nginx
 from proxy.render import template_source
+from proxy.tests.helpers import app_client, apps_url, grant_app_access, main_url, routed
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
 
-def main_url(path: str = "") -> str:
-    return f"http://127.0.0.1:{settings.AIKORE_PORT}{path}"
-
-
-def session_client(user) -> httpx.Client:
-    """An httpx client carrying a session of `user`, talking to nginx."""
-    django_client = Client()
-    django_client.force_login(user)
-    value = django_client.cookies[settings.SESSION_COOKIE_NAME].value
-    return httpx.Client(base_url=main_url(), cookies={settings.SESSION_COOKIE_NAME: value}, timeout=15)
-
-
 def cookie_header(client: httpx.Client) -> dict[str, str]:
-    return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME]}"}
-
-
-def routed(client: httpx.Client, path: str) -> bool:
-    try:
-        return client.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in client.cookies.items())}
 
 
 def start_demo(name: str, client: httpx.Client) -> Instance:
     instance = Instance.objects.create_instance(name=name, blueprint="demo-webui")
     instance.start()
     instance = wait_status(instance, InstanceStatus.RUNNING)
-    wait_for(lambda: routed(client, f"{instance.url_path}health"), 15, f"{instance.slug} through nginx")
+    wait_for(lambda: routed(client, apps_url(f"{instance.url_path}health")), 15, f"{instance.slug} through nginx")
+    instance.refresh_from_db()
     return instance
 
 
-def ws_connect(url: str, client: httpx.Client, **headers: str) -> ClientConnection:
-    return connect(url, additional_headers={**cookie_header(client), **headers}, open_timeout=10)
+def ws_connect(url: str, client: httpx.Client, origin: str | None = None, **headers: str) -> ClientConnection:
+    return connect(url, additional_headers={**cookie_header(client), **headers}, origin=origin, open_timeout=10)
 
 
 def echo(conn: ClientConnection, text: str) -> str:
@@ -89,74 +69,49 @@ def test_dashboard_api_static_and_websocket_through_nginx(live, alice) -> None:
     assert httpx.get(main_url("/api/health")).json()["status"] == "ok"
 
 
-def test_demo_webui_under_its_prefix_and_on_its_public_port(live, alice) -> None:
-    with session_client(alice) as client:
+def test_demo_webui_on_the_apps_port_and_on_its_public_port(live, alice) -> None:
+    with app_client(alice) as client:
         demo = start_demo("Proxied demo", client)
         prefix = demo.url_path
-        page = client.get(prefix)
+        page = client.get(apps_url(prefix))
         assert page.status_code == 200 and re.search(r"<title>[^<]*AiKore Demo WebUI", page.text)
-        assert client.get(prefix + "env").json()["SUBFOLDER"] == prefix
+        assert client.get(apps_url(prefix + "env")).json()["SUBFOLDER"] == prefix
         # nginx adds the slash an app's relative links need.
-        bare = client.get(prefix.rstrip("/"))
+        bare = client.get(apps_url(prefix.rstrip("/")))
         assert bare.status_code == 301 and bare.headers["location"].endswith(prefix)
-        with client.stream("GET", prefix + "events", params={"count": 2}) as stream:
+        with client.stream("GET", apps_url(prefix + "events"), params={"count": 2}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             body = stream.read().decode()
         assert re.fullmatch(r"data: 1 \S+\n\ndata: 2 \S+\n\n", body), body
-        with ws_connect(f"ws://127.0.0.1:{settings.AIKORE_PORT}{prefix}ws", client) as conn:
+        apps_ws = f"ws://127.0.0.1:{settings.AIKORE_APPS_PORT}{prefix}ws"
+        with ws_connect(apps_ws, client, origin=apps_url()) as conn:
             assert echo(conn, "through nginx") == "through nginx"
             big = "x" * 200_000
             assert echo(conn, big) == big
 
-        demo.refresh_from_db()
         assert demo.public_port, "no public port allocated"
+        grant_app_access(client, f"port:{demo.public_port}")
         public = f"127.0.0.1:{demo.public_port}"
         assert client.get(f"http://{public}/env").json()["WEBUI_PORT"] == str(demo.port)
+        # The public port also takes the instance's prefix (Gradio apps told their root path ask so).
+        assert client.get(f"http://{public}{prefix}env").json()["WEBUI_PORT"] == str(demo.port)
         with client.stream("GET", f"http://{public}/events", params={"count": 1}) as stream:
             assert stream.read().decode().startswith("data: 1 ")
-        with ws_connect(f"ws://{public}/ws", client) as conn:
+        with ws_connect(f"ws://{public}/ws", client, origin=f"http://{public}") as conn:
             assert echo(conn, "public port") == "public port"
-
-
-def test_anonymous_requests_to_instances_are_refused(live, alice) -> None:
-    with session_client(alice) as client:
-        demo = start_demo("Guarded demo", client)
-    prefix = demo.url_path
-    with httpx.Client(timeout=15) as anonymous:
-        response = anonymous.get(main_url(f"{prefix}env?a=1&b=2"))
-        assert response.status_code == 302
-        assert response.headers["location"] == f"/login/?next={prefix}env%3Fa%3D1%26b%3D2"
-        # ... and the login page sends the user back where they were going.
-        anonymous.get(main_url("/login/"))
-        back = anonymous.post(main_url("/login/"), data={
-            "username": "alice", "password": "alice-password", "next": f"{prefix}env?a=1&b=2",
-            "csrfmiddlewaretoken": anonymous.cookies[settings.CSRF_COOKIE_NAME],
-        })
-        assert back.status_code == 302 and back.headers["location"] == f"{prefix}env?a=1&b=2"
-        assert anonymous.get(main_url(back.headers["location"])).json()["SUBFOLDER"] == prefix
-
-    assert httpx.post(main_url(f"{prefix}env")).status_code == 401
-    assert httpx.get(main_url(f"{prefix}env"), headers={"Authorization": "Bearer wrong"}).status_code == 401
-    _token, raw = ApiToken.issue(alice, "proxy test")
-    assert httpx.get(main_url(f"{prefix}env"), headers={"Authorization": f"Bearer {raw}"}).status_code == 200
-    public = httpx.get(f"http://127.0.0.1:{demo.public_port}/env")
-    assert public.status_code == 302
-    assert public.headers["location"] == main_url(f"/login/?next={prefix}env")
-    for url in (f"ws://127.0.0.1:{settings.AIKORE_PORT}{prefix}ws", f"ws://127.0.0.1:{demo.public_port}/ws"):
-        with pytest.raises(InvalidStatus) as refused:
-            connect(url, open_timeout=10).close()
-        assert refused.value.response.status_code == 401
-    # Not running or unknown: still behind the login, never an open door.
-    assert httpx.get(main_url("/instance/no-such-thing/")).status_code == 302
-    # The auth endpoint itself is internal to nginx.
-    assert httpx.get(main_url("/_aikore/auth")).status_code == 404
+        # The main port only points the browser at the apps port, for every path alike.
+        moved = client.get(main_url(prefix + "env"))
+        assert moved.status_code == 200 and 'appOrigin("apps")' in moved.text
+        assert client.get(main_url("/instance/no-such-thing/")).text == moved.text
 
 
 def test_start_and_stop_of_one_instance_keeps_websockets_to_another(live, alice) -> None:
-    with session_client(alice) as client:
+    with app_client(alice) as client:
         first = start_demo("Steady", client)
-        url = f"ws://127.0.0.1:{settings.AIKORE_PORT}{first.url_path}ws"
-        with ws_connect(url, client) as conn, ws_connect(f"ws://127.0.0.1:{first.public_port}/ws", client) as public:
+        grant_app_access(client, f"port:{first.public_port}")
+        url = f"ws://127.0.0.1:{settings.AIKORE_APPS_PORT}{first.url_path}ws"
+        public_ws = f"ws://127.0.0.1:{first.public_port}/ws"
+        with ws_connect(url, client) as conn, ws_connect(public_ws, client) as public:
             assert echo(conn, "before") == "before"
             reloads_before = nginx.last_status()["at"]
             second = start_demo("Comes and goes", client)
@@ -164,7 +119,8 @@ def test_start_and_stop_of_one_instance_keeps_websockets_to_another(live, alice)
             assert echo(conn, "during") == "during" and echo(public, "during") == "during"
             second.stop()
             wait_status(second, InstanceStatus.STOPPED)
-            wait_for(lambda: client.get(f"{second.url_path}health").status_code == 404, 15, "route removed")
+            # Its route is gone: the apps port shows its status page instead.
+            wait_for(lambda: client.get(apps_url(f"{second.url_path}health")).status_code == 503, 15, "route removed")
             assert echo(conn, "after") == "after" and echo(public, "after") == "after"
             # The same connections, not new ones: the page's websocket never dropped.
             assert conn.close_code is None and public.close_code is None
@@ -173,7 +129,7 @@ def test_start_and_stop_of_one_instance_keeps_websockets_to_another(live, alice)
 def test_broken_template_is_caught_and_the_old_config_stays_live(live, alice, settings) -> None:
     low, high = stack_env()["AIKORE_PUBLIC_PORT_RANGE"].split("-")
     settings.AIKORE_PUBLIC_PORT_RANGE = (int(low), int(high))  # render as the stack does
-    with session_client(alice) as client:
+    with app_client(alice) as client:
         demo = start_demo("Survivor", client)
         live_config = nginx.config_path().read_text()
         broken = template_source().replace("worker_connections 4096;", "worker_connections many;")
@@ -181,8 +137,8 @@ def test_broken_template_is_caught_and_the_old_config_stays_live(live, alice, se
         assert not result.ok and not result.reloaded and "invalid number \"many\"" in result.error
         assert nginx.config_path().read_text() == live_config
         assert nginx.last_status()["ok"] is False
-        assert client.get(f"{demo.url_path}health").text == "ok"
-        assert client.get("/api/instances").status_code == 200
+        assert client.get(apps_url(f"{demo.url_path}health")).text == "ok"
+        assert client.get(main_url("/api/instances")).status_code == 200
         repaired = nginx.regenerate()
         assert repaired.ok and nginx.last_status()["ok"] is True
-        assert client.get(f"{demo.url_path}health").text == "ok"
+        assert client.get(apps_url(f"{demo.url_path}health")).text == "ok"

@@ -4,6 +4,7 @@ last good config. Everything here writes to a temporary nginx dir: no running ng
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,70 @@ def test_config_for_instances_passes_nginx_t(nginx_dir: Path) -> None:
     result = nginx.regenerate(reload=False)
     assert result.ok and result.changed and not result.reloaded, result.error
     text = (nginx_dir / "nginx.conf").read_text()
-    assert "location /instance/alpha/ {" in text
-    assert "location /instance/beta-2/ {" in text
+    control, apps, *public = text.split("    server {")[1:]
+    # The control plane serves no instance: its /instance/ only points at the apps port.
+    assert "aikore_instance_" not in control and "auth_request" not in control
+    assert "rewrite ^ /_aikore/to-apps break;" in control
+    assert "frame-ancestors 'self'" in control
+    # The apps port serves both, each behind the app-origin gate.
+    assert "location /instance/alpha/ {" in apps and "location /instance/beta-2/ {" in apps
+    assert "proxy_pass http://aikore_instance_alpha$aikore_rest;" in apps
+    assert apps.count("auth_request /_aikore/auth;") == 3  # /instance/ (status page), alpha, beta-2
+    assert 'proxy_set_header X-AiKore-Origin "apps";' in apps
     assert "server 127.0.0.1:29011;" in text and "server 127.0.0.1:29012;" in text
     assert "stopped-one" not in text
-    # One public server, for the instance that has a public port in range.
-    assert text.count("listen 127.0.0.1:29401;") == 1 and text.count("listen ") == 2
-    # Every instance location is behind the auth gate.
-    assert text.count("auth_request /_aikore/auth;") == 4  # /instance/, alpha, beta-2, alpha's port
+    # One public server, for the instance that has a public port in range: root and prefix.
+    assert len(public) == 1 and "listen 127.0.0.1:29401;" in public[0]
+    assert 'proxy_set_header X-AiKore-Origin "port:29401";' in public[0]
+    assert "location /instance/alpha/ {" in public[0] and "proxy_pass http://aikore_instance_alpha$request_uri;" in public[0]
+    # No body-size limit on any app path; the control plane keeps its own.
+    assert set(re.findall(r"client_max_body_size (\S+);", apps + public[0])) == {"0"}
+    # AiKore's cookies and tokens are cut out of every request to an app.
+    assert text.count("proxy_set_header Cookie $aikore_app_cookies;") == 4
+    assert text.count("proxy_set_header Authorization $aikore_app_authorization;") == 4
     assert "nginx.conf.new" not in {p.name for p in nginx_dir.iterdir()}
     assert json.loads((nginx_dir / "status.json").read_text())["ok"] is True
+
+
+def test_proxy_modes_and_allowed_origins(nginx_dir: Path, settings) -> None:
+    blueprints = Path(settings.CUSTOM_BLUEPRINTS_DIR)
+    for mode in ("keep", "origin"):
+        (blueprints / f"render-{mode}.sh").write_text(f"#!/bin/sh\n# aikore.proxy: {mode}\nexec true\n")
+    kept = Instance.objects.create_instance(name="Kept", blueprint="render-keep",
+                                            allowed_origins="https://a.example.com, http://10.0.0.5:8080")
+    own = Instance.objects.create_instance(name="Own", blueprint="render-origin")
+    lonely = Instance.objects.create_instance(name="Lonely", blueprint="render-origin")
+    for instance, port, public_port in ((kept, 29011, None), (own, 29012, 29402), (lonely, 29013, None)):
+        Instance.objects.filter(pk=instance.pk).update(want_running=True, status=InstanceStatus.RUNNING,
+                                                       port=port, public_port=public_port)
+    result = nginx.regenerate(reload=False)
+    assert result.ok, result.error
+    text = (nginx_dir / "nginx.conf").read_text()
+    apps = text.split("    server {")[2]
+    assert "proxy_pass http://aikore_instance_kept$request_uri;" in apps
+    # An app that needs its own origin is not served under the prefix when it has one...
+    assert "location /instance/own/" not in apps and "listen 127.0.0.1:29402;" in text
+    # ... and is, when it has none (no public port, no apps domain).
+    assert "location /instance/lonely/ {" in apps
+    assert '"kept|https://a.example.com" 1;' in text and '"kept|http://10.0.0.5:8080" 1;' in text
+    # A value written around the validators never reaches the file.
+    Instance.objects.filter(pk=kept.pk).update(allowed_origins='https://x.com"; } server { listen 1; #')
+    result = nginx.regenerate(reload=False)
+    assert result.ok and "kept" not in (nginx_dir / "nginx.conf").read_text().split("upstream aikore_django")[1]
+
+
+def test_host_names_under_the_apps_domain(nginx_dir: Path, settings) -> None:
+    settings.AIKORE_APPS_DOMAIN = "apps.example.com"
+    running("Alpha", 29011)
+    result = nginx.regenerate(reload=False)
+    assert result.ok, result.error
+    text = (nginx_dir / "nginx.conf").read_text()
+    assert "server_name alpha.apps.example.com;" in text
+    assert 'proxy_set_header X-AiKore-Origin "host:alpha";' in text
+    assert r'server_name "~^(?<aikore_host_slug>[a-z0-9-]+)\.apps\.example\.com$";' in text
+    settings.AIKORE_APPS_DOMAIN = "apps.example.com; include /etc/passwd"
+    with pytest.raises(UnsafeValue):
+        render_nginx_config()
 
 
 def test_unchanged_config_is_not_reinstalled(nginx_dir: Path) -> None:

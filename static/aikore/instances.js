@@ -2,6 +2,8 @@
 // the create/edit form (errors from the API are shown next to their fields).
 
 import { api, ApiError, ask, el, $, toast, reportError } from "./util.js";
+import { appUrl } from "./origins.js";
+import { installProgress, envActions, fillEnvFields, syncSatellite, envValues } from "./environments.js";
 
 const ACTIVE = ["starting", "running", "installing"];
 
@@ -84,21 +86,9 @@ export const actions = {
       toast(`Cloned as ${copy.name}.`, "ok");
     } catch (err) { reportError(err, "Clone failed"); }
   },
-  async remove(inst) {
-    const answer = await ask({
-      title: `Delete “${inst.name}”?`,
-      text: "The instance is stopped and its directory (launch.sh, log) is removed. Outputs and models are kept.",
-      check: "Keep its files (move the directory to trash/)",
-      ok: "Delete",
-      danger: true,
-    });
-    if (!answer) return;
-    try {
-      await api("DELETE", `/instances/${inst.id}` + (answer.checked ? "?keep_files=true" : ""));
-      store.remove(inst.id);
-      toast(`Deleted ${inst.name}.`, "ok");
-    } catch (err) { reportError(err, "Delete failed"); }
-  },
+  async remove(inst) { return envActions.remove(inst, store); },
+  async update(inst) { return envActions.update(inst, store); },
+  async rebuild(inst) { return envActions.rebuild(inst, store); },
   async setAutostart(inst, on) {
     try {
       const result = await api("PATCH", `/instances/${inst.id}`, { autostart: on });
@@ -190,13 +180,16 @@ export class InstanceTable {
     row.querySelector("td.name .bp").textContent = inst.base_blueprint || "";
     const status = row.querySelector("td.status");
     const current = status.firstElementChild;
-    if (!current || current.dataset.status !== inst.status) status.replaceChildren(badge(inst.status));
+    const progress = installProgress(inst);
+    if (!current || current.dataset.status !== inst.status || progress || status.children.length > 1) {
+      status.replaceChildren(badge(inst.status), ...(progress ? [progress] : []));
+    }
     status.title = inst.error_message || "";
     const gpus = inst.gpu_ids ? inst.gpu_ids.split(",") : [];
     row.querySelector("td.gpu").replaceChildren(...(gpus.length ? gpus.map((g) => el("span.chip", {}, `GPU${g}`)) : [el("span.muted", {}, "all")]));
     const port = row.querySelector("td.port");
     port.replaceChildren(inst.port ? String(inst.port) : el("span.muted", {}, "auto"));
-    if (inst.public_port) port.append(" ", el("a", { href: `${location.protocol}//${location.hostname}:${inst.public_port}/`, target: "_blank", rel: "noopener", title: "Public port" }, `:${inst.public_port}`));
+    if (inst.public_port) port.append(" ", el("a", { href: appUrl({ ...inst, app_origin: `port:${inst.public_port}`, app_path: "/" }), target: "_blank", rel: "noopener", title: "Public port" }, `:${inst.public_port}`));
     const auto = row.querySelector("input[data-action=autostart]");
     auto.checked = Boolean(inst.autostart);
     auto.setAttribute("aria-label", `Autostart ${inst.name}`);
@@ -208,7 +201,7 @@ export class InstanceTable {
     row.querySelector("[data-action=stop]").disabled = inst.status === "stopped";
     row.querySelector("[data-action=restart]").disabled = inst.status === "stopping";
     const open = row.querySelector("[data-action=open]");
-    open.href = inst.url || `/instance/${inst.slug}/`;
+    open.href = appUrl(inst);
     open.setAttribute("aria-disabled", String(inst.status !== "running"));
     open.tabIndex = inst.status === "running" ? 0 : -1;
   }
@@ -221,7 +214,8 @@ export class InstanceTable {
 
 // --- create / edit form -----------------------------------------------------------------------
 
-const FIELDS = ["name", "blueprint", "gpu_ids", "port", "launch_args", "output_path", "persistent_mode", "autostart"];
+const FIELDS = ["name", "blueprint", "gpu_ids", "port", "launch_args", "output_path", "allowed_origins", "persistent_mode",
+  "autostart", "python_version", "torch_variant", "git_ref", "parent"];
 
 export class InstanceForm {
   constructor(dialog) {
@@ -231,6 +225,7 @@ export class InstanceForm {
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
     $("#form-cancel", dialog).addEventListener("click", () => dialog.close());
     $("#f-blueprint", dialog).addEventListener("change", () => this.describeBlueprint());
+    $("#f-parent", dialog).addEventListener("change", () => syncSatellite(this.form));
     for (const radio of this.form.elements.port_mode) {
       radio.addEventListener("change", () => this.syncPortMode());
     }
@@ -253,10 +248,12 @@ export class InstanceForm {
     ]);
     this.fillBlueprints(blueprints, instance);
     this.fillGpus(gpus, instance);
+    fillEnvFields(this.form, instance, store.list());
     const f = this.form.elements;
     f.name.value = instance ? instance.name : "";
     f.launch_args.value = instance ? instance.launch_args || "" : "";
     f.output_path.value = instance ? instance.output_path || "" : "";
+    f.allowed_origins.value = instance ? instance.allowed_origins || "" : "";
     f.persistent_mode.checked = Boolean(instance && instance.persistent_mode);
     f.autostart.checked = Boolean(instance && instance.autostart);
     f.port_mode.value = instance && instance.port ? "manual" : "auto";
@@ -270,7 +267,8 @@ export class InstanceForm {
     this.blueprints = blueprints;
     const select = $("#f-blueprint");
     const groups = new Map();
-    for (const bp of blueprints) {
+    // Only apps are offered (functions.sh is a library, test scripts are tests).
+    for (const bp of blueprints.filter((b) => (b.kind || "app") === "app")) {
       const category = bp.category || "Other";
       if (!groups.has(category)) groups.set(category, el("optgroup", { label: category }));
       groups.get(category).append(el("option", { value: bp.id, title: bp.description || "" },
@@ -329,8 +327,10 @@ export class InstanceForm {
       port: manual && rawPort !== "" ? Number(rawPort) : null,
       launch_args: f.launch_args.value,
       output_path: f.output_path.value.trim(),
+      allowed_origins: f.allowed_origins.value.trim().split(/[\s,]+/).filter(Boolean).join(" "),
       persistent_mode: f.persistent_mode.checked,
       autostart: f.autostart.checked,
+      ...envValues(this.form),
     };
   }
 
@@ -348,7 +348,7 @@ export class InstanceForm {
       if (this.instance) {
         const changes = {};
         for (const key of FIELDS) {
-          if (key === "blueprint") continue;
+          if (key === "blueprint" || key === "parent" || !(key in values)) continue;
           const before = key === "port" ? this.instance.port ?? null : this.instance[key] ?? (typeof values[key] === "boolean" ? false : "");
           if (values[key] !== before) changes[key] = values[key];
         }

@@ -2,10 +2,12 @@
 // embedded view) and the monitor; resizable panes, theme toggle and keyboard shortcuts.
 
 import { api, liveSocket, $, reportError } from "./util.js";
+import { Notifications } from "./notifications.js";
 import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.js";
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
+import { appUrl } from "./origins.js";
 import { TerminalPane } from "./terminal.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
@@ -16,11 +18,12 @@ const logs = new LogConsole({
 });
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
+const notifications = new Notifications({ button: $("#notify-button"), store });
 // Only for users who may open one (the template leaves the tab out otherwise).
 const terminal = $("#tab-terminal")
   ? new TerminalPane({ root: $("#terminal-view"), status: $("#terminal-status"), newShell: $("#terminal-new") })
   : null;
-window.aikore = { store, logs, editor, monitor, terminal }; // for debugging and the browser tests
+window.aikore = { store, logs, editor, monitor, notifications, terminal }; // for debugging and the browser tests
 
 // --- detail pane --------------------------------------------------------------------------------
 
@@ -46,6 +49,7 @@ function refreshDetail() {
   $("#detail-title").textContent = inst ? inst.name : "Select an instance";
   $("#detail-badge").replaceChildren(...(inst ? [badge(inst.status)] : []));
   $("#detail-edit").disabled = !inst;
+  $("#detail-update").disabled = $("#detail-rebuild").disabled = !inst || Boolean(inst.parent);
   for (const id of ["#log-clear", "#log-download", "#script-save", "#script-save-restart", "#script-save-blueprint", "#view-reload"]) {
     $(id).disabled = !inst;
   }
@@ -60,7 +64,7 @@ function updateView(inst) {
   const open = $("#view-open");
   const frame = $("#view-frame");
   const running = Boolean(inst && inst.status === "running");
-  const url = inst ? inst.url || `/instance/${inst.slug}/` : "#";
+  const url = inst ? appUrl(inst) : "#";
   open.href = url;
   open.setAttribute("aria-disabled", String(!running));
   $("#view-note").textContent = !inst ? "" : running ? url : `${inst.name} is ${inst.status}; start it to see its UI.`;
@@ -84,6 +88,8 @@ $("#view-reload").addEventListener("click", () => {
   if (frame.src) frame.src = frame.src;
 });
 $("#detail-edit").addEventListener("click", () => store.selected() && form.open(store.selected()));
+$("#detail-update").addEventListener("click", () => store.selected() && actions.update(store.selected()));
+$("#detail-rebuild").addEventListener("click", () => store.selected() && actions.rebuild(store.selected()));
 $("#new-instance").addEventListener("click", () => form.open());
 
 let lastSelected = null;
@@ -131,6 +137,7 @@ const statusSocket = liveSocket(() => "/ws/instances/", {
 });
 window.aikore.statusSocket = statusSocket;
 monitor.start();
+notifications.start();
 
 // --- theme ------------------------------------------------------------------------------------
 

@@ -1,7 +1,12 @@
 // Small helpers shared by the dashboard modules: API calls, websockets, DOM, formatting, toasts,
 // and a prompt/confirm dialog.
 
-const CSRF_COOKIE = "aikore_csrftoken";
+// The CSRF cookie is HttpOnly (an app on another port of this host could read it otherwise):
+// the dashboard template puts the token in a meta tag.
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -29,14 +34,9 @@ function fieldErrors(body) {
   return out;
 }
 
-function cookie(name) {
-  const match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
 export async function api(method, path, body) {
   const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
-  if (method !== "GET") options.headers["X-CSRFToken"] = cookie(CSRF_COOKIE);
+  if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -132,7 +132,7 @@ export function reportError(err, prefix = "") {
 }
 
 // A modal question. Resolves to {value, checked} or null when cancelled.
-export function ask({ title, text = "", label = "", value = "", check = "", ok = "OK", danger = false }) {
+export function ask({ title, text = "", label = "", value = "", check = "", checked = false, ok = "OK", danger = false }) {
   const dialog = $("#ask-dialog");
   $("#ask-title").textContent = title;
   $("#ask-text").textContent = text;
@@ -141,7 +141,7 @@ export function ask({ title, text = "", label = "", value = "", check = "", ok =
   $("#ask-input").value = value;
   $("#ask-check-wrap").hidden = !check;
   $("#ask-check-label").textContent = check;
-  $("#ask-check").checked = false;
+  $("#ask-check").checked = Boolean(checked);
   const okButton = $("#ask-ok");
   okButton.textContent = ok;
   okButton.classList.toggle("danger", danger);

@@ -19,7 +19,7 @@ from instances import supervisor
 from instances.launcher import SCRUBBED
 from terminals import service
 from terminals.access import may_open_terminal
-from terminals.shellenv import python_env_of, shell_environment
+from terminals.shellenv import python_env_at, shell_environment
 
 REPO = Path(settings.BASE_DIR)
 
@@ -37,18 +37,19 @@ def test_launcher_gives_the_server_the_instance_environment_with_its_python_env(
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({
         "env": {"WEBUI_PORT": "19005", "INSTANCE_SLUG": "inst", "CUDA_VISIBLE_DEVICES": "1"},
-        "directory": str(instance_dir), "python_env": python_env_of(str(instance_dir)),
+        "directory": str(instance_dir), "python_env": python_env_at(str(instance_dir / "env")),
         "socket": str(tmp_path / "s.sock"), "config": str(service.TMUX_CONF), "tmux": str(fake_tmux),
     }))
     aikore_bin = os.path.dirname(sys.executable)
     env = {**os.environ, "AIKORE_SECRET_KEY": "s3cret", "AIKORE_ADMIN_PASSWORD": "pw", "SUPERVISOR_ENABLED": "1",
-           "CUDA_VISIBLE_DEVICES": "0,1,2", "PATH": f"{aikore_bin}:/usr/bin:/bin", "LC_ALL": "C", "TMUX": "x"}
+           "CUDA_VISIBLE_DEVICES": "0,1,2", "PATH": f"{aikore_bin}:/usr/bin:/bin", "LC_ALL": "C", "TMUX": "x",
+           "VIRTUAL_ENV": os.path.dirname(aikore_bin)}
     subprocess.run([sys.executable, "-m", "terminals.launcher", str(spec)], cwd=REPO, env=env, check=True, timeout=30)
     got = json.loads(record.read_text())
     assert got["argv"] == ["-D", "-S", str(tmp_path / "s.sock"), "-f", str(service.TMUX_CONF)]
     assert got["cwd"] == str(instance_dir)
     shell_env = got["env"]
-    assert not set(SCRUBBED) & set(shell_env)
+    assert not (set(SCRUBBED) - {"VIRTUAL_ENV"}) & set(shell_env)  # VIRTUAL_ENV: the instance's now
     assert "TMUX" not in shell_env
     assert shell_env["WEBUI_PORT"] == "19005" and shell_env["CUDA_VISIBLE_DEVICES"] == "1"
     assert shell_env["VIRTUAL_ENV"] == str(instance_dir / "env")
@@ -57,10 +58,9 @@ def test_launcher_gives_the_server_the_instance_environment_with_its_python_env(
 
 
 def test_shell_environment_without_a_python_env():
-    env = shell_environment({"PATH": "/opt/aikore/.venv/bin:/usr/bin", "VIRTUAL_ENV": "/opt/aikore/.venv",
-                             "LANG": "en_US.UTF-8"}, python_env=None, aikore_bin="/opt/aikore/.venv/bin")
-    assert env == {"PATH": "/usr/bin", "LANG": "en_US.UTF-8"}
-    assert python_env_of("/nonexistent") is None
+    env = {"PATH": "/usr/bin:/bin", "LANG": "en_US.UTF-8", "WEBUI_PORT": "19001"}
+    assert shell_environment(env, python_env=None) == env
+    assert python_env_at("/nonexistent/env") is None
 
 
 def test_tmux_config_loads_and_makes_a_plain_shell(tmp_path):

@@ -25,7 +25,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 class Command(BaseCommand):
-    help = "Manage AiKore instances: list, create, start, stop, restart, delete, logs."
+    help = "Manage AiKore instances: list, create, edit, start, stop, restart, update, rebuild, delete, logs."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -41,6 +41,24 @@ class Command(BaseCommand):
         p.add_argument("--port", type=int, default=None)
         p.add_argument("--launch-args", default="")
         p.add_argument("--output-path", default="")
+        p.add_argument("--python", dest="python_version", default=None,
+                       help="Python version of its environment, e.g. 3.12 (default: the blueprint's)")
+        p.add_argument("--torch", dest="torch_variant", default="auto",
+                       help="auto (from the NVIDIA driver), cpu, cu128, cu130, ... (default: auto)")
+        p.add_argument("--git-ref", default="", help="Branch, tag or commit instead of the blueprint's")
+        p.add_argument("--parent", default=None,
+                       help="Make a satellite of this instance (runs its code and environment)")
+
+        p = sub.add_parser("edit", help="Change an instance's settings (restarts it when needed).")
+        p.add_argument("name")
+        p.add_argument("--rename", dest="new_name", default=None)
+        p.add_argument("--gpus", default=None)
+        p.add_argument("--port", default=None)
+        p.add_argument("--launch-args", default=None)
+        p.add_argument("--output-path", default=None)
+        p.add_argument("--python", dest="python_version", default=None)
+        p.add_argument("--torch", dest="torch_variant", default=None)
+        p.add_argument("--git-ref", default=None)
 
         for action in ("start", "stop", "restart"):
             p = sub.add_parser(action, help=f"{action.capitalize()} an instance (queues the job).")
@@ -48,9 +66,20 @@ class Command(BaseCommand):
             p.add_argument("--wait", action="store_true", help="Wait until the job has settled.")
             p.add_argument("--timeout", type=float, default=120.0)
 
-        p = sub.add_parser("delete", help="Stop and delete an instance.")
+        for action, text in (("update", "Fetch the code and install what changed (local edits are kept)."),
+                             ("rebuild", "Delete the Python environment and build it again from the uv cache.")):
+            p = sub.add_parser(action, help=f"{text} A running instance is restarted.")
+            p.add_argument("name")
+            p.add_argument("--wait", action="store_true", help="Wait until the install has settled.")
+            p.add_argument("--timeout", type=float, default=3600.0)
+
+        p = sub.add_parser("delete", help="Stop and delete an instance (outputs and shared models are kept).")
         p.add_argument("name")
-        p.add_argument("--keep-files", action="store_true", help="Move its directory to trash/.")
+        files = p.add_mutually_exclusive_group()
+        files.add_argument("--keep-files", action="store_true", default=None,
+                           help="Move its directory to trash/ (the default when it holds your files).")
+        files.add_argument("--delete-files", dest="keep_files", action="store_false",
+                           help="Delete its directory even when it holds your files.")
 
         p = sub.add_parser("logs", help="Print an instance's log.")
         p.add_argument("name")
@@ -90,6 +119,8 @@ class Command(BaseCommand):
             instance = Instance.objects.create_instance(
                 name=opts["name"], blueprint=opts["blueprint"], gpu_ids=opts["gpus"], autostart=opts["autostart"],
                 port=opts["port"], launch_args=opts["launch_args"], output_path=opts["output_path"],
+                python_version=opts["python_version"], torch_variant=opts["torch_variant"],
+                git_ref=opts["git_ref"], parent=opts["parent"],
             )
         except ValidationError as exc:
             raise CommandError(_validation_message(exc)) from None
@@ -116,6 +147,54 @@ class Command(BaseCommand):
             if instance.status not in settled:
                 raise CommandError(f"Timed out after {opts['timeout']} s waiting for {action}.")
 
+    def do_edit(self, opts: dict) -> None:
+        instance = self.get(opts["name"])
+        fields = {"name": "new_name", "gpu_ids": "gpus", "port": "port", "launch_args": "launch_args",
+                  "output_path": "output_path", "python_version": "python_version",
+                  "torch_variant": "torch_variant", "git_ref": "git_ref"}
+        changes = {field: opts[option] for field, option in fields.items() if opts[option] is not None}
+        if changes.get("port") == "auto":
+            changes["port"] = None
+        try:
+            result = instance.update_settings(changes)
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from None
+        self.stdout.write(self.style.SUCCESS(result["message"]))
+
+    def _env_action(self, opts: dict, method: str) -> None:
+        instance = self.get(opts["name"])
+        generation = instance.generation
+        try:
+            result = getattr(instance, method)()
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from None
+        self.stdout.write(self.style.SUCCESS(f"{result['message']} (job {result['job_id']})"))
+        if not opts["wait"]:
+            return
+        settled = (InstanceStatus.RUNNING, InstanceStatus.FAILED) if result["restarts"] else (
+            InstanceStatus.STOPPED, InstanceStatus.FAILED)
+        deadline = time.monotonic() + opts["timeout"]
+        while time.monotonic() < deadline:
+            instance.refresh_from_db()
+            # The job bumps the generation when it starts the install: wait for that first.
+            if (instance.generation != generation and instance.status in settled
+                    and (result["restarts"] or not instance.want_running)):
+                break
+            time.sleep(0.1)
+        else:
+            raise CommandError(f"Timed out after {opts['timeout']} s (status {instance.status}).")
+        style = self.style.SUCCESS if instance.status != InstanceStatus.FAILED else self.style.ERROR
+        self.stdout.write(style(f"{instance.name}: {instance.status}"
+                                + (f" ({instance.error_message})" if instance.error_message else "")))
+        if instance.status == InstanceStatus.FAILED:
+            raise CommandError(f"{method.split('_')[0]} failed.")
+
+    def do_update(self, opts: dict) -> None:
+        self._env_action(opts, "update_app")
+
+    def do_rebuild(self, opts: dict) -> None:
+        self._env_action(opts, "rebuild_env")
+
     def do_start(self, opts: dict) -> None:
         self._act(opts, "start")
 
@@ -128,8 +207,14 @@ class Command(BaseCommand):
     def do_delete(self, opts: dict) -> None:
         instance = self.get(opts["name"])
         name = instance.name
-        instance.delete_everything(keep_files=opts["keep_files"])
-        self.stdout.write(self.style.SUCCESS(f"Deleted instance {name!r}."))
+        plan = instance.deletion_plan()
+        keep = plan["trash_default"] if opts["keep_files"] is None else opts["keep_files"]
+        try:
+            instance.delete_everything(keep_files=keep)
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from None
+        where = f" (moved to {plan['trash_dir']})" if keep else ""
+        self.stdout.write(self.style.SUCCESS(f"Deleted instance {name!r}{where}; its outputs and the shared models are kept."))
 
     def do_logs(self, opts: dict) -> None:
         instance = self.get(opts["name"])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # aikore.name: Env dump (test)
 # aikore.category: Testing
+# aikore.kind: test
 # aikore.description: Writes its environment (env -0) to $INSTANCE_CONF_DIR/env.dump, then serves HTTP on WEBUI_PORT.
 # aikore.ready: tcp
 set -euo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # aikore.name: Flood log (test)
 # aikore.category: Testing
+# aikore.kind: test
 # aikore.description: Prints the numbers 1..$FLOOD_COUNT (default 100000), one a line like seq, as fast as it can, then idles.
 # aikore.ready: none
 set -euo pipefail

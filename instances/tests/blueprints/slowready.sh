@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # aikore.name: Slow ready (test)
 # aikore.category: Testing
+# aikore.kind: test
 # aikore.description: Waits $SLOW_READY_SECONDS (default 1) before serving HTTP on WEBUI_PORT.
 # aikore.ready: http /
 set -euo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # aikore.name: Spawner (test)
 # aikore.category: Testing
+# aikore.kind: test
 # aikore.description: Leaves three "sleep 1000" grandchildren behind (one in its own session via setsid), then serves HTTP on WEBUI_PORT.
 # aikore.ready: tcp
 set -euo pipefail

@@ -1,0 +1,165 @@
+"""/api/notifications/...: targets (staff only: their URLs hold secrets), the test button, the
+events history and per-instance event kinds. Thin endpoints over notifications.service."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from instances.models import Instance
+from instances.schemas import ErrorOut
+from notifications import service
+from notifications.apprise_urls import validate_url
+from notifications.models import ALL_KINDS, Delivery, Target
+from notifications.schemas import (
+    ConfigOut,
+    EventOut,
+    FailedDeliveryOut,
+    InstanceKindsIn,
+    InstanceKindsOut,
+    KindOut,
+    TargetIn,
+    TargetOut,
+    TargetPatch,
+    TestOut,
+    UrlTestIn,
+)
+
+router = Router(tags=["notifications"])
+
+ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+MAX_EVENTS = 200
+
+
+def require_staff(request: HttpRequest) -> None:
+    """The one permission check of this router: targets and their delivery status are staff-only
+    (roles, a later issue, extend it here)."""
+    user = getattr(request, "user", None)
+    if not (user is not None and user.is_active and user.is_staff):
+        raise HttpError(403, "Only staff users may see or change notification targets (they hold secrets).")
+
+
+def get_target(target_id: int) -> Target:
+    target = Target.objects.filter(pk=target_id).first()
+    if target is None:
+        raise HttpError(404, f"Notification target {target_id} not found.")
+    return target
+
+
+def get_instance(instance_id: int) -> Instance:
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is None:
+        raise HttpError(404, f"Instance {instance_id} not found.")
+    return instance
+
+
+@router.get("/notifications/kinds", response=list[KindOut])
+def kinds(request: HttpRequest) -> list[dict]:
+    """The event kinds, with what each means and whether it is per instance or system-wide."""
+    return service.kinds_json()
+
+
+@router.get("/notifications/config", response=ConfigOut)
+def config(request: HttpRequest) -> dict:
+    """The thresholds and delivery settings in force (environment variables; read-only here)."""
+    return service.config_json()
+
+
+@router.get("/notifications/targets", response={200: list[TargetOut], 403: ErrorOut})
+def list_targets(request: HttpRequest) -> list[dict]:
+    require_staff(request)
+    service.sync_env_targets()
+    return [service.target_json(t) for t in Target.objects.all()]
+
+
+@router.post("/notifications/targets", response={201: TargetOut, **ERRORS})
+def create_target(request: HttpRequest, payload: TargetIn) -> Status:
+    require_staff(request)
+    target = service.create_target(payload.name, payload.url, payload.enabled, payload.kinds)
+    return Status(201, service.target_json(target))
+
+
+@router.get("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS})
+def get_one(request: HttpRequest, target_id: int) -> dict:
+    require_staff(request)
+    return service.target_json(get_target(target_id))
+
+
+@router.patch("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS})
+def update_target(request: HttpRequest, target_id: int, payload: TargetPatch) -> dict:
+    require_staff(request)
+    target = service.update_target(get_target(target_id), payload.dict(exclude_unset=True))
+    return service.target_json(target)
+
+
+@router.delete("/notifications/targets/{int:target_id}", response={204: None, **ERRORS})
+def delete_target(request: HttpRequest, target_id: int) -> Status:
+    require_staff(request)
+    target = get_target(target_id)
+    if target.source == Target.Source.ENV:
+        raise HttpError(409, "This target comes from AIKORE_NOTIFY_URLS; remove it there (or switch it off here).")
+    target.delete()
+    return Status(204, None)
+
+
+@router.post("/notifications/targets/{int:target_id}/test", response={200: TestOut, **ERRORS})
+def test_target(request: HttpRequest, target_id: int) -> dict:
+    """Send a test message now and say whether it arrived (recorded as the target's last status)."""
+    require_staff(request)
+    target = get_target(target_id)
+    ok, error = service.send_test(target)
+    return {"ok": ok, "error": error, "target": service.target_json(target)}
+
+
+@router.post("/notifications/test", response={200: TestOut, **ERRORS})
+def test_url(request: HttpRequest, payload: UrlTestIn) -> dict:
+    """Send a test message to a URL before saving it as a target."""
+    require_staff(request)
+    problem = validate_url(payload.url)
+    if problem:
+        raise HttpError(422, problem)
+    ok, error = service.send(payload.url.strip(), service.TITLE_PREFIX + "test notification",
+                             "This is a test from AiKore. If you read this, the URL works.")
+    return {"ok": ok, "error": error, "target": None}
+
+
+@router.get("/notifications/deliveries", response={200: list[FailedDeliveryOut], **ERRORS})
+def failed_deliveries(request: HttpRequest, limit: int = 50) -> list[dict]:
+    """The latest deliveries that failed for good or are being retried: what the settings page shows."""
+    require_staff(request)
+    if not 1 <= limit <= MAX_EVENTS:
+        raise HttpError(422, f"limit must be between 1 and {MAX_EVENTS}.")
+    rows = (Delivery.objects.filter(status__in=[Delivery.Status.FAILED, Delivery.Status.RETRYING])
+            .select_related("event", "target").order_by("-updated_at", "-pk")[:limit])
+    return [{**service.delivery_json(d), "event_id": d.event_id, "event_title": d.event.title,
+             "target_url": d.target.masked_url} for d in rows]
+
+
+class EventQuery(Schema):
+    limit: int = MAX_EVENTS
+    instance_id: int | None = None
+    kind: str | None = None
+
+
+@router.get("/notifications/events", response={200: list[EventOut], **ERRORS})
+def list_events(request: HttpRequest, q: Query[EventQuery]) -> list[dict]:
+    """The history, newest first (at most the last 200)."""
+    if not 1 <= q.limit <= MAX_EVENTS:
+        raise HttpError(422, f"limit must be between 1 and {MAX_EVENTS}.")
+    if q.kind is not None and q.kind not in ALL_KINDS:
+        raise HttpError(422, f"Unknown event kind {q.kind!r}. Known: {', '.join(ALL_KINDS)}.")
+    return service.events_json(q.limit, q.instance_id, q.kind)
+
+
+@router.get("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS})
+def get_instance_kinds(request: HttpRequest, instance_id: int) -> dict:
+    """The instance event kinds this instance sends (all but those turned off for it)."""
+    instance = get_instance(instance_id)
+    return {"instance_id": instance.pk, "kinds": service.instance_kinds(instance.pk)}
+
+
+@router.put("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS})
+def set_instance_kinds(request: HttpRequest, instance_id: int, payload: InstanceKindsIn) -> dict:
+    instance = get_instance(instance_id)
+    return {"instance_id": instance.pk, "kinds": service.set_instance_kinds(instance.pk, payload.kinds)}
