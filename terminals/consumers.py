@@ -31,6 +31,7 @@ import os
 import struct
 import termios
 import time
+import tty
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -82,6 +83,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self.master: int | None = None
+        self.client_ready = False
         self.proc: asyncio.subprocess.Process | None = None
         self.reading = False
         self.eof = asyncio.Event()
@@ -145,6 +147,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         master, slave = os.openpty()
         try:
             set_window_size(master, self.cols, self.rows)
+            # Raw from the start: a keystroke that arrives before tmux has taken over the tty must
+            # not be turned into a signal (^C) or an echo by the line discipline.
+            tty.setraw(slave)
             self.proc = await asyncio.create_subprocess_exec(
                 *service.attach_command(pk), stdin=slave, stdout=slave, stderr=slave,
                 env=service.client_environment(), close_fds=True,
@@ -156,6 +161,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             os.close(slave)
         os.set_blocking(master, False)
         self.master = master
+        self.client_ready = False  # until tmux draws: input waits in inbuf meanwhile
         self.eof.clear()
         self._queue_text({"type": "attached", "created": created, "stale": stale})
         if history:
@@ -166,7 +172,6 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 await self.window_open.wait()
                 self._queue_bytes(history[start:start + READ_CHUNK])
         self._resume_reading()
-        self._flush_input()
         try:
             await self.eof.wait()
         finally:
@@ -206,6 +211,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             self.eof.set()
             return
         self._queue_bytes(data)
+        if not self.client_ready:
+            self.client_ready = True
+            self._flush_input()
 
     def _queue_bytes(self, data: bytes) -> None:
         self.outq.append(data)
@@ -295,7 +303,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 self.wake.set()
 
     def _flush_input(self) -> None:
-        if self.master is None:
+        if self.master is None or not self.client_ready:
             return
         while self.inbuf:
             try:

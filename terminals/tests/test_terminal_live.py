@@ -83,13 +83,17 @@ def test_session_survives_disconnects_and_serves_several_clients(live, alice):
     time.sleep(1)
     with open_term(instance, alice) as first, open_term(instance, alice) as second:
         first.wait_for(r"tick-1\b")
+        assert first.messages[0] == {"type": "attached", "created": False, "stale": False}
         # The same loop goes on counting (a new shell would show no ticks, a restarted loop tick-1 again).
         first.wait_for(rf"tick-{seen + 10}\b")
         second.wait_for(rf"tick-{seen + 11}\b")
-        # Both see what one of them types.
-        first.type("\x03")
-        first.type("echo both-$((40+2))\r")
-        second.wait_for(r"both-42")
+        # Keys typed the moment a client attaches reach the shell (they wait until tmux has taken
+        # over the tty, which then is raw: ^C is a key, not a signal to tmux); all clients see it.
+        with open_term(instance, alice) as third:
+            third.type("\x03")
+            third.type("echo all-$((40+2))\r")
+            first.wait_for(r"all-42")
+            second.wait_for(r"all-42")
 
 
 def test_exit_ends_the_shell_until_a_new_one_is_asked_for(live, alice):
@@ -104,8 +108,11 @@ def test_exit_ends_the_shell_until_a_new_one_is_asked_for(live, alice):
         new_pid = term.run("echo pid=$$", "pid2").split("pid=")[-1].split()[0]
         assert new_pid.isdigit() and new_pid != old_pid
 
-        # "New shell" on a live one replaces it too, with settings changed since it started.
+        # "New shell" on a live one replaces it too, with settings changed since it started
+        # (which a connection is told about).
         instance.update_settings({"launch_args": "--changed"})
+        with open_term(instance, alice) as other:
+            assert other.messages[-1] == {"type": "attached", "created": False, "stale": True}
         term.send_json({"type": "new_shell"})
         term.wait_message("attached")
         assert "args=--changed" in term.run("echo args=$AIKORE_LAUNCH_ARGS", "args")
