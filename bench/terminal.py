@@ -7,7 +7,8 @@
    daphne's unix socket (no nginx), and the baseline of the same keystrokes into bash on a local
    pty (no tmux, no websocket), measured in the same run.
 2. Flood: `cat` of a --mb MB text file in the shell, timed from Enter until the marker echoed
-   after it arrives; baseline: `cat` of the same file to a local pty, read to its end. tmux does
+   after it arrives; baseline: `cat` of the same file to a local pty, read to its end; between
+   them, the same cat in a tmux server with no client (tmux's own share of the cost). tmux does
    not forward every byte of a flood to a client that is behind: it skips to the current screen,
    so "delivered" says how many bytes reached the client. The web process's RSS is sampled during
    the flood (flow control bounds it).
@@ -151,6 +152,35 @@ def echo_round_trips(term: WsTerm, keys: int, pace: float) -> list[float]:
     return times
 
 
+def tmux_alone(flood_file: Path) -> float:
+    """The same cat in a tmux server of our own (same config) with no client attached: what tmux's
+    own terminal emulation costs, before any client, websocket or browser."""
+    from terminals import service
+
+    tmux = service.tmux_binary()
+    sock = flood_file.parent / "bench-tmux.sock"
+    env = service.client_environment()
+    server = subprocess.Popen([tmux, "-D", "-S", str(sock), "-f", str(service.TMUX_CONF)], env=env)
+    try:
+        def run(*args: str) -> None:
+            subprocess.run([tmux, "-N", "-S", str(sock), *args], env=env, check=True, timeout=120)
+
+        deadline = time.monotonic() + 10
+        while subprocess.run([tmux, "-N", "-S", str(sock), "list-sessions"], env=env, capture_output=True).returncode:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: private tmux server did not start")
+            time.sleep(0.01)
+        run("new-session", "-d", "-s", "b", "-x", "120", "-y", "40", "--", "bash", "--norc", "-i")
+        time.sleep(0.3)
+        started = time.perf_counter()
+        run("send-keys", "-t", "b", f"cat {flood_file}; {tmux} -S {sock} wait-for -S flood-done", "Enter")
+        run("wait-for", "flood-done")
+        return time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def line(label: str, values: list[float]) -> str:
     return (f"  {label:<46} p50 {statistics.median(values):6.2f} ms  p99 {percentile(values, 99):6.2f} ms  "
             f"max {max(values):6.2f} ms  (n={len(values)})")
@@ -222,6 +252,8 @@ def main() -> None:
         local.proc.wait()
         os.close(local.master)
 
+        tmux_seconds = tmux_alone(flood_file)
+
         via_nginx.quiet()
         rss_before = psutil.Process(daphne_pid).memory_info().rss
         peak = [rss_before]
@@ -247,6 +279,8 @@ def main() -> None:
         print(f"terminal flood: cat of {size / 2**20:.1f} MiB")
         print(f"  local pty (baseline): {local_seconds:6.3f} s  {size / 2**20 / local_seconds:7.1f} MiB/s  "
               f"({local_bytes / 2**20:.1f} MiB read)")
+        print(f"  tmux, no client:      {tmux_seconds:6.3f} s  {size / 2**20 / tmux_seconds:7.1f} MiB/s  "
+              "(tmux's own terminal emulation of the flood)")
         print(f"  web terminal (nginx): {term_seconds:6.3f} s  {size / 2**20 / term_seconds:7.1f} MiB/s  "
               f"({delivered / 2**20:.2f} MiB delivered to the client; tmux skips what a client can't keep up with)")
         print(f"  ratio, web terminal / local pty throughput: {local_seconds / term_seconds:.2f}")
