@@ -135,7 +135,8 @@ def _wait_server(instance_id: int) -> None:
             return
         info = supervisor.terminal_info(instance_id)
         if not info or info["statename"] not in supervisor.ALIVE_STATES:
-            tail = server_log_path(instance_id).read_text(errors="replace")[-500:] if server_log_path(instance_id).exists() else ""
+            log_path = server_log_path(instance_id)
+            tail = log_path.read_text(errors="replace")[-500:] if log_path.exists() else ""
             raise TerminalError(f"The terminal's tmux server exited at start. {tail}".strip())
         if time.monotonic() > deadline:
             raise TerminalError(f"The terminal's tmux server did not answer within {READY_TIMEOUT:g} s.")
@@ -241,6 +242,7 @@ def ensure_shell(instance: Instance, cols: int = 80, rows: int = 24) -> ShellSta
     with terminal_lock(instance.pk), _supervisor_errors():
         running = _server_running(instance.pk)
         if not running:
+            _stop_server(instance.pk)  # one that supervisord still runs but that doesn't answer
             _start_server(instance)
         if _has_session(instance.pk):
             return ShellState(created=False, stale=_started_spec(instance.pk) != spec_for(instance))

@@ -118,6 +118,19 @@ def test_exit_ends_the_shell_until_a_new_one_is_asked_for(live, alice):
         assert "args=--changed" in term.run("echo args=$AIKORE_LAUNCH_ARGS", "args")
 
 
+def test_a_tmux_server_that_stopped_answering_is_replaced(live, alice):
+    instance = quiet_instance("Term Lost")
+    with open_term(instance, alice) as term:
+        term.run("true", "up")
+    old_pid = supervisor.terminal_info(instance.pk)["pid"]
+    service.socket_path(instance.pk).unlink()  # supervisord still runs it; nobody can reach it
+    with open_term(instance, alice) as term:
+        assert term.messages[-1]["created"] is True
+        term.run("true", "again")
+    assert supervisor.terminal_info(instance.pk)["pid"] != old_pid
+    wait_for(lambda: not psutil.pid_exists(old_pid), 5, "the unreachable server to end")
+
+
 def test_flood_is_bounded_and_stays_interruptible(live, alice):
     instance = quiet_instance("Term Flood")
     pid = daphne_pid(live)
