@@ -164,15 +164,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.client_ready = False  # until tmux draws: input waits in inbuf meanwhile
         self.eof.clear()
         self._queue_text({"type": "attached", "created": created, "stale": stale})
-        if history:
-            # Into the browser's scrollback: then as many line feeds as the screen has rows, so
-            # tmux's drawing of the screen overwrites none of it.
-            history += b"\r\n" * self.rows
-            for start in range(0, len(history), READ_CHUNK):
-                await self.window_open.wait()
-                self._queue_bytes(history[start:start + READ_CHUNK])
-        self._resume_reading()
         try:
+            if history:
+                # Into the browser's scrollback: then as many line feeds as the screen has rows, so
+                # tmux's drawing of the screen overwrites none of it.
+                history += b"\r\n" * self.rows
+                for start in range(0, len(history), READ_CHUNK):
+                    await self.window_open.wait()
+                    self._queue_bytes(history[start:start + READ_CHUNK])
+            self._resume_reading()
             await self.eof.wait()
         finally:
             await self._detach()

@@ -65,6 +65,8 @@ def ticks(tab) -> list[int]:
 
 def test_terminal_tab_environment_persistence_and_web_process_restart(page, browser, live) -> None:  # noqa: F811
     bp = custom_blueprint("term-browser", "# aikore.ready: none\nexec sleep 100000\n")
+    from playwright.sync_api import expect
+
     login(page)
     status, created = api(page, "POST", "/instances", {"name": "Shell Host", "blueprint": bp})
     assert status == 201, created
@@ -141,8 +143,17 @@ def test_terminal_tab_environment_persistence_and_web_process_restart(page, brow
     wait_text(page, rf"^tick-{killed_at + 10}$", timeout=40)
     assert page.locator("#terminal-status").text_content() == "Connected."
     shot(page, "terminal-02-after-web-restart")
+
+    # The shell exits: the tab says so; "New shell" (no question asked for a dead one) starts another.
     page.locator("#terminal-view .xterm").click()
     page.keyboard.press("Control+C")
+    type_line(page, "exit")
+    expect(page.locator("#terminal-status")).to_have_text(re.compile("The shell has ended"))
+    page.click("#terminal-new")
+    expect(page.locator("#terminal-status")).to_have_text("Connected.")
+    type_line(page, "echo fresh-$((6*7))")
+    wait_text(page, r"^fresh-42$")
+    assert "tick-" not in terminal_text(page)
     page.close()
 
 
