@@ -58,7 +58,8 @@ export class TerminalPane {
     this.ended = false;
     this.retryDelay = 500;
     this.retryTimer = null;
-    this.processed = 0; // output bytes parsed since this socket opened (what the acks say)
+    this.received = 0; // output bytes that arrived since this socket opened
+    this.processed = 0; // of those, parsed by xterm.js (what the acks say)
     this.lastError = "";
     this.ackTimer = null;
     newShell.addEventListener("click", () => this.newShell());
@@ -142,6 +143,7 @@ export class TerminalPane {
     const ws = new WebSocket(`${proto}//${location.host}/ws/instances/${id}/terminal/?cols=${cols}&rows=${rows}`);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    this.received = 0;
     this.processed = 0;
     this.setStatus("Connecting…");
     ws.onopen = () => { this.retryDelay = 500; };
@@ -152,6 +154,7 @@ export class TerminalPane {
   onMessage(ws, data) {
     if (typeof data !== "string") {
       const bytes = new Uint8Array(data);
+      this.received += bytes.length;
       this.term.write(bytes, () => this.ack(ws, bytes.length));
       return;
     }
