@@ -142,13 +142,39 @@ def alice(django_user_model):
 
 @pytest.fixture
 def bob(django_user_model):
-    """A regular, non-staff user."""
-    return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")
+    """A regular, non-staff user with the operator role."""
+    return role_user(django_user_model, "bob", "operator")
+
+
+def role_user(django_user_model, username: str, role: str | None):
+    from accounts import roles
+
+    user = django_user_model.objects.create_user(username, f"{username}@example.org", f"{username}-password")
+    roles.assign(user, role)
+    return user
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """A user with the viewer role (password: viewer-password)."""
+    return role_user(django_user_model, "viewer", "viewer")
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A user with the operator role (password: operator-password)."""
+    return role_user(django_user_model, "operator", "operator")
+
+
+@pytest.fixture
+def nobody(django_user_model):
+    """An active user with no role (password: nobody-password)."""
+    return role_user(django_user_model, "nobody", None)
 
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    """Login rate-limit counters live in the cache: start every test with a clean slate."""
+    """Sessions live in the cache (cached_db): start every test with a clean slate."""
     from django.core.cache import cache
 
     cache.clear()

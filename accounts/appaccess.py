@@ -7,9 +7,10 @@ ever sending AiKore's session there.
    AIKORE_HANDOFF_SECONDS, for the app cookie: an HttpOnly random secret, hashed here, valid on the
    origins it was redeemed for. A browser that already holds a credential of the same session gets
    the new origin added to it (one cookie per browser, since cookies are shared across ports).
-3. check(): nginx's auth_request on an app origin. Valid while the control-plane session lives:
-   logging out, the session's expiry or deletion, a password change and deactivating the user all
-   end it. The control plane never reads this cookie.
+3. check(): nginx's auth_request on an app origin. Valid while the control-plane session lives and
+   its user has a role (viewers may open apps, accounts/roles.py): logging out, the session's
+   expiry or deletion, a password change, deactivating the user and taking their role all end it.
+   The control plane never reads this cookie.
 
 On port-based origins (same host as the control plane, other port) the browser also sends the
 control-plane session cookie along: redeem() then requires it to be the session that issued the
@@ -34,6 +35,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts import roles
 from accounts.models import AppAccess, AppHandoff
 from aikore_site.dbcache import cached_until_db_changes
 
@@ -75,7 +77,7 @@ def issue_handoff(request: HttpRequest, origin: str) -> str | None:
     session; None without one (a Bearer token has no session to tie the credential to)."""
     user = getattr(request, "user", None)
     session_key = request.session.session_key if hasattr(request, "session") else None
-    if user is None or not user.is_authenticated or not user.is_active or not session_key:
+    if user is None or not roles.can(user, roles.VIEWER) or not session_key:
         return None
     now = timezone.now()
     # Unredeemed codes are garbage after their time: sweep them here, where new ones are made.
@@ -117,7 +119,7 @@ def redeem(request: HttpRequest, code: str, origin: str) -> Grant | None:
         return None
     user = handoff.user
     expiry = _live_session_expiry(handoff.session_key)
-    if not user.is_active or expiry is None:
+    if not roles.can(user, roles.VIEWER) or expiry is None:
         return None
     max_age = max(1, int((expiry - now).total_seconds()))
     # The same browser already holds a credential of this session: extend it to this origin.
@@ -165,8 +167,11 @@ def _access(key_hash: str) -> _Access | None:
 
 @cached_until_db_changes
 def _current_auth_hash(user_id: int) -> str | None:
+    """The user's session auth hash while they may open apps (active, with a role), else None."""
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    return user.get_session_auth_hash() if user is not None else None
+    if user is None or not roles.can(user, roles.VIEWER):
+        return None
+    return user.get_session_auth_hash()
 
 
 def check(request: HttpRequest, origin: str) -> int | None:

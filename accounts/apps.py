@@ -7,4 +7,9 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and API tokens"
 
     def ready(self) -> None:
-        from accounts import appaccess  # noqa: F401  (connects the logout receiver)
+        from accounts import (
+            appaccess,  # noqa: F401  (connects the logout receiver)
+            live,
+        )
+
+        live.connect_user_signals()  # open websockets end when their access does

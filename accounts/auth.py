@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts import roles
 from accounts.models import ApiToken, hash_token
 from aikore_site.dbcache import cached_until_db_changes
 
@@ -38,8 +39,12 @@ def user_from_token(raw: str) -> AbstractBaseUser | None:
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # throttled write
     # The cached token is shared by this thread's later requests: each gets its own user object
-    # (backends cache permissions on it, views may set attributes).
-    return copy.copy(token.user)
+    # (backends cache permissions on it, views may set attributes). It acts with the token's role,
+    # which roles.role_of() narrows again to the owner's current one.
+    user = copy.copy(token.user)
+    setattr(user, roles.TOKEN_ROLE_ATTR, token.role)
+    setattr(user, roles.TOKEN_ID_ATTR, token.pk)
+    return user
 
 
 def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:

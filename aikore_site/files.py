@@ -39,3 +39,33 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# What in the data dir is AiKore's alone, whatever umask made it (older versions left 0644/0755):
+# secrets and databases 0600, and the folders that hold its state 0700. Instances' own folders
+# (instances/, outputs/, models/) are left as they are.
+PRIVATE_FILE_GLOBS = ("aikore.db*", "huey.db*", "secret_key", "admin_password", "run/*")
+PRIVATE_DIRS = ("run", "logs", "supervisor", "nginx")
+
+
+def make_private(data_dir: Path) -> list[Path]:
+    """chmod the data dir to 0700 and AiKore's secrets, databases and sockets in it to 0600;
+    returns what was changed."""
+    changed: list[Path] = []
+
+    def tighten(path: Path, mode: int) -> None:
+        try:
+            if (path.lstat().st_mode & 0o777) != mode and not path.is_symlink():
+                os.chmod(path, mode)
+                changed.append(path)
+        except FileNotFoundError:
+            pass
+
+    tighten(data_dir, 0o700)
+    for name in PRIVATE_DIRS:
+        tighten(data_dir / name, 0o700)
+    for pattern in PRIVATE_FILE_GLOBS:
+        for path in data_dir.glob(pattern):
+            if not path.is_dir():
+                tighten(path, 0o600)
+    return changed

@@ -1,5 +1,7 @@
 """Same-origin check for websockets: the browser's Origin must name the host the page came from.
-(Channels' AllowedHostsOriginValidator only checks ALLOWED_HOSTS, which is '*' behind our nginx.)"""
+(Channels' AllowedHostsOriginValidator only checks ALLOWED_HOSTS, which is '*' behind our nginx.)
+A script authenticating with a Bearer token sends no Origin (browsers always do, and cannot set
+Authorization on a websocket): that is allowed, and the token decides."""
 
 from __future__ import annotations
 
@@ -35,12 +37,26 @@ def same_origin(scope: dict) -> bool:
     return ":" not in host.rsplit("]", 1)[-1] and parsed.hostname == host_name
 
 
+def bearer_from_scope(scope: dict) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def _has_origin(scope: dict) -> bool:
+    return any(name == b"origin" for name, _ in scope.get("headers", []))
+
+
 class SameOriginValidator:
     def __init__(self, application) -> None:
         self.application = application
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and not same_origin(scope):
+        script = not _has_origin(scope) and bearer_from_scope(scope) is not None
+        if scope["type"] == "websocket" and not script and not same_origin(scope):
             denier = WebsocketDenier()
             return await denier(scope, receive, send)
         return await self.application(scope, receive, send)

@@ -6,11 +6,13 @@ clear message instead of a half-working stack.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -104,6 +106,40 @@ def _secret_from_file(path: Path, nbytes: int = 48) -> str:
     return value
 
 
+def env_origin(name: str, value: str) -> str:
+    """scheme://host[:port] (a path is refused): a public URL or a trusted origin."""
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username or parts.password
+            or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", parts.netloc)):
+        raise ImproperlyConfigured(f"{name} must look like https://aikore.example.com[:port], got {value!r}")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma- or space-separated IP addresses or networks (CIDR), normalised."""
+    networks = []
+    for item in re.split(r"[\s,]+", os.environ.get(name, "").strip()):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network") from None
+    return networks
+
+
+# AiKore's own processes create private files (0600) and directories (0700): the database, the
+# secret key and the sockets are never readable by other local users. Instances get back the umask
+# AiKore was started with (AIKORE_INSTANCE_UMASK: docker/entry.sh exports it before its own
+# umask 077; a process that starts here passes its original one on to the processes it starts).
+_started_umask = os.umask(0o077)
+os.environ.setdefault("AIKORE_INSTANCE_UMASK", f"{_started_umask:03o}")
+
 # --- AiKore's own settings -------------------------------------------------------------------
 
 AIKORE_DATA_DIR = Path(env_str("AIKORE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -137,6 +173,20 @@ AIKORE_APPS_DOMAIN = env_str("AIKORE_APPS_DOMAIN", "").strip().lower().rstrip(".
 if AIKORE_APPS_DOMAIN and not re.fullmatch(
         r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", AIKORE_APPS_DOMAIN):
     raise ImproperlyConfigured(f"AIKORE_APPS_DOMAIN must be a DNS name like apps.example.com, got {AIKORE_APPS_DOMAIN!r}")
+# Behind a TLS reverse proxy: the URL users reach the dashboard at. It becomes a CSRF trusted origin,
+# makes AiKore's cookies Secure, and is the control plane's origin in every absolute URL (pages on
+# app origins link back to it). Extra trusted origins: AIKORE_CSRF_TRUSTED_ORIGINS.
+AIKORE_PUBLIC_URL = env_origin("AIKORE_PUBLIC_URL", os.environ["AIKORE_PUBLIC_URL"]) \
+    if os.environ.get("AIKORE_PUBLIC_URL", "").strip() else ""
+AIKORE_CSRF_TRUSTED_ORIGINS = [env_origin("AIKORE_CSRF_TRUSTED_ORIGINS", item) for item in
+                               re.split(r"[\s,]+", os.environ.get("AIKORE_CSRF_TRUSTED_ORIGINS", "").strip()) if item]
+# Proxies whose X-Forwarded-For (the client's address) and X-Forwarded-Proto (its scheme) nginx
+# believes; every other client's copies of those headers are ignored (proxy/templates/proxy/nginx.conf).
+AIKORE_TRUSTED_PROXIES = env_networks("AIKORE_TRUSTED_PROXIES")
+AIKORE_SECURE_COOKIES = AIKORE_PUBLIC_URL.startswith("https://")
+AIKORE_INSTANCE_UMASK = env_str("AIKORE_INSTANCE_UMASK", "022").strip() or "022"
+if not re.fullmatch(r"0?[0-7]{3}", AIKORE_INSTANCE_UMASK):
+    raise ImproperlyConfigured(f"AIKORE_INSTANCE_UMASK must be an octal umask like 022, got {AIKORE_INSTANCE_UMASK!r}")
 AIKORE_ADMIN_USER = env_str("AIKORE_ADMIN_USER", "admin")
 AIKORE_REDIS_URL = env_str("AIKORE_REDIS_URL", "")
 
@@ -217,6 +267,13 @@ AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
 # App-access hand-off (accounts/appaccess.py): how long a one-time code may wait to be redeemed.
 AIKORE_HANDOFF_SECONDS = env_int("AIKORE_HANDOFF_SECONDS", 60, 5, 3600)
 
+# Login throttling (accounts/throttle.py): failures from one client address before delays start, the
+# longest delay, and how long attempts are kept in the admin's record.
+AIKORE_LOGIN_FREE_FAILURES = env_int("AIKORE_LOGIN_FREE_FAILURES", 3, 1, 1000)
+AIKORE_LOGIN_MAX_DELAY = env_int("AIKORE_LOGIN_MAX_DELAY", 60, 1, 86400)
+AIKORE_LOGIN_ADDRESS_FREE_FAILURES = env_int("AIKORE_LOGIN_ADDRESS_FREE_FAILURES", 20, 1, 100000)
+AIKORE_LOGIN_RECORD_DAYS = env_int("AIKORE_LOGIN_RECORD_DAYS", 30, 1, 3650)
+
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
              TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR, UV_CACHE_DIR):
     _dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +286,7 @@ ALLOWED_HOSTS = ["*"]  # AiKore sits behind its own nginx; Host checks add nothi
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "aikore_site.apps.AiKoreAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -237,6 +294,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "huey.contrib.djhuey",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "accounts",
     "instances",
     "monitoring",
@@ -248,6 +307,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "aikore_site.middleware.OriginGuard",
     "django.middleware.security.SecurityMiddleware",
+    "aikore_site.middleware.SecurityHeaders",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -255,6 +315,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Roles (accounts/roles.py): viewer, operator, admin as Django groups; the backend gives the admin
+# role every model permission (the admin site) and caps a token's user at the token's role.
+AUTHENTICATION_BACKENDS = ["accounts.roles.RoleBackend"]
 
 ROOT_URLCONF = "aikore_site.urls"
 ASGI_APPLICATION = "aikore_site.asgi.application"
@@ -333,11 +397,48 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = AIKORE_SECURE_COOKIES
+CSRF_TRUSTED_ORIGINS = [o for o in [AIKORE_PUBLIC_URL, *AIKORE_CSRF_TRUSTED_ORIGINS] if o]
+# The scheme reaches Django in the request's ASGI scope: nginx sends X-Forwarded-Proto, its own
+# scheme unless a trusted proxy said https (AIKORE_TRUSTED_PROXIES), and daphne (--proxy-headers)
+# puts it in the scope. Nothing else can set it: daphne's socket is nginx's alone (0600).
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
 # The app-access credential (accounts/appaccess.py), valid on app origins only.
 APP_COOKIE_NAME = "aikore_app"
 # Control-plane pages are never framed by anything but themselves (an app must not frame the
-# dashboard); the dashboard frames the app origin, which is not restricted here.
+# dashboard); the dashboard frames the app origin, which is not restricted here. The CSP's
+# frame-ancestors (aikore_site.middleware.SecurityHeaders) says the same to current browsers.
 X_FRAME_OPTIONS = "SAMEORIGIN"
+# The device cookie of the login throttle (accounts/throttle.py): a browser that signed in before.
+DEVICE_COOKIE_NAME = "aikore_device"
+DEVICE_COOKIE_DAYS = 365
+
+# Content-Security-Policy (django-csp): no inline script without the page's nonce, nothing from
+# another origin but the app frames the dashboard shows. Styles may be inline (the admin's and
+# the editor's); frame-ancestors differs by origin (aikore_site.middleware.SecurityHeaders).
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        # The View tab frames instance apps, which live on other origins (ports or host names).
+        "frame-src": [SELF, "http:", "https:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [SELF],
+    },
+}
+# Features no AiKore page uses; an app framed by the dashboard can't use them either (open it in a
+# tab of its own for that).
+PERMISSIONS_POLICY = ("camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), hid=(), "
+                      "bluetooth=(), midi=(), display-capture=()")
 
 # --- Huey: jobs ------------------------------------------------------------------------------
 

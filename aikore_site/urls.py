@@ -1,18 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import path, re_path
 
-from accounts.views import RateLimitedLoginView
+from accounts import views as account_views
+from accounts.views import ThrottledLoginView
 from aikore_site import views
-from aikore_site.api import api
+from aikore_site.api import api, not_found
 from monitoring.views import metrics
 from proxy import views as proxy_views
-
-admin.site.site_header = "AiKore administration"
-admin.site.site_title = "AiKore admin"
-admin.site.site_url = "/"
-
 
 
 def ping(request: HttpRequest) -> HttpResponse:
@@ -32,12 +28,15 @@ urlpatterns = [
     path("_aikore/handoff", proxy_views.handoff, name="handoff"),
     path("_aikore/start/<slug:slug>/", proxy_views.start_page, name="start-page"),
     path("_aikore/to-apps", proxy_views.to_apps, name="to-apps"),
-    path("login/", RateLimitedLoginView.as_view(), name="login"),
+    path("login/", ThrottledLoginView.as_view(), name="login"),
+    path("login/verify/", account_views.VerifySecondFactorView.as_view(), name="login-verify"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # The admin uses the same rate-limited login page.
-    path("admin/login/", RateLimitedLoginView.as_view(), name="admin-login"),
+    path("account/two-factor/", account_views.two_factor, name="two-factor"),
+    # The admin uses the same throttled login page.
+    path("admin/login/", ThrottledLoginView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    re_path(r"^api/(?P<rest>.*)$", not_found),
     path("metrics", metrics, name="metrics"),
     path("", views.dashboard, name="dashboard"),
 ]

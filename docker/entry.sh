@@ -14,6 +14,11 @@ export PATH="$(dirname "$AIKORE_PYTHON"):$PATH"
 # Debian keeps nginx in /usr/sbin, which is not on a normal user's PATH.
 export AIKORE_NGINX="${AIKORE_NGINX:-$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || echo /usr/sbin/nginx)}"
 
+# AiKore's own files and sockets are private (umask 077; settings.py sets it again for every Django
+# process); instances get back the umask AiKore was started with (supervisord's per-program umask=).
+export AIKORE_INSTANCE_UMASK="${AIKORE_INSTANCE_UMASK:-$(umask)}"
+umask 077
+
 cd "$AIKORE_HOME"
 mkdir -p "$AIKORE_DATA_DIR"/{run,logs,supervisor/instances}
 rm -f "$AIKORE_DATA_DIR/run/supervisor.sock" "$AIKORE_DATA_DIR/run/daphne.sock"

@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import Field
 
+from accounts import roles
 from aikore_site.files import atomic_write
 from instances import blueprints, logs
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
@@ -34,7 +36,10 @@ from instances.serializers import instance_list_json, instance_summary
 router = Router(tags=["instances"])
 blueprint_router = Router(tags=["blueprints"])
 
-ERRORS = {400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+# Who may call each route (accounts/roles.py); 401 without credentials, 403 below the role.
+VIEW, OPERATE, ADMIN = (roles.api_auth(level) for level in (roles.VIEWER, roles.OPERATOR, roles.ADMIN))
+AUTH_ERRORS = {401: ErrorOut, 403: ErrorOut}
+ERRORS = {400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut, **AUTH_ERRORS}
 MAX_LOG_CHUNK = 1024 * 1024
 
 
@@ -45,18 +50,18 @@ def get_instance(instance_id: int) -> Instance:
     return instance
 
 
-@router.get("/instances", response=list[InstanceOut])
+@router.get("/instances", response={200: list[InstanceOut], **AUTH_ERRORS}, auth=VIEW)
 def list_instances(request: HttpRequest) -> HttpResponse:
     # instance_summary() builds exactly what InstanceOut documents; re-validating 50 rows field by
     # field through ninja tripled the cost, so the JSON is built (and cached) once, here.
     return HttpResponse(instance_list_json(), content_type="application/json")
 
 
-@router.post("/instances", response={201: InstanceOut, **ERRORS})
+@router.post("/instances", response={201: InstanceOut, **ERRORS}, auth=ADMIN)
 def create_instance(request: HttpRequest, payload: InstanceCreate) -> Status:
     instance = Instance.objects.create_instance(
         name=payload.name,
-        blueprint=payload.blueprint,
+        blueprint=payload.base_blueprint,
         gpu_ids=payload.gpu_ids,
         autostart=payload.autostart,
         persistent_mode=payload.persistent_mode,
@@ -72,12 +77,12 @@ def create_instance(request: HttpRequest, payload: InstanceCreate) -> Status:
     return Status(201, instance_summary(instance))
 
 
-@router.get("/instances/{int:instance_id}", response={200: InstanceOut, 404: ErrorOut})
+@router.get("/instances/{int:instance_id}", response={200: InstanceOut, 404: ErrorOut, **AUTH_ERRORS}, auth=VIEW)
 def get_one(request: HttpRequest, instance_id: int) -> dict:
     return instance_summary(get_instance(instance_id))
 
 
-@router.patch("/instances/{int:instance_id}", response={200: InstanceUpdateOut, **ERRORS})
+@router.patch("/instances/{int:instance_id}", response={200: InstanceUpdateOut, **ERRORS}, auth=ADMIN)
 def update_instance(request: HttpRequest, instance_id: int, payload: InstancePatch) -> dict:
     instance = get_instance(instance_id)
     changes = payload.dict(exclude_unset=True)
@@ -88,14 +93,14 @@ def update_instance(request: HttpRequest, instance_id: int, payload: InstancePat
     return {"instance": instance_summary(instance), **result}
 
 
-@router.get("/instances/{int:instance_id}/deletion", response={200: DeletionPlanOut, 404: ErrorOut})
+@router.get("/instances/{int:instance_id}/deletion", response={200: DeletionPlanOut, 404: ErrorOut, **AUTH_ERRORS}, auth=ADMIN)
 def deletion_plan(request: HttpRequest, instance_id: int) -> dict:
     """Exactly what DELETE /api/instances/{id} removes and keeps (the dashboard's delete dialog
     shows this)."""
     return get_instance(instance_id).deletion_plan()
 
 
-@router.delete("/instances/{int:instance_id}", response={204: None, **ERRORS})
+@router.delete("/instances/{int:instance_id}", response={204: None, **ERRORS}, auth=ADMIN)
 def delete_instance(request: HttpRequest, instance_id: int, keep_files: bool | None = None, stop: bool = True) -> Status:
     """Stop the instance and delete it: its row, supervisord group and directory
     (`$AIKORE_DATA_DIR/instances/<slug>/`: launch.sh, log, its Python environment, and the user's
@@ -118,22 +123,22 @@ def _job(instance: Instance, action: str) -> Status:
     return Status(202, {"job_id": job_id, "status": instance.status, "instance": instance_summary(instance)})
 
 
-@router.post("/instances/{int:instance_id}/start", response={202: JobOut, 404: ErrorOut})
+@router.post("/instances/{int:instance_id}/start", response={202: JobOut, 404: ErrorOut, **AUTH_ERRORS}, auth=OPERATE)
 def start_instance(request: HttpRequest, instance_id: int) -> Status:
     return _job(get_instance(instance_id), "start")
 
 
-@router.post("/instances/{int:instance_id}/stop", response={202: JobOut, 404: ErrorOut})
+@router.post("/instances/{int:instance_id}/stop", response={202: JobOut, 404: ErrorOut, **AUTH_ERRORS}, auth=OPERATE)
 def stop_instance(request: HttpRequest, instance_id: int) -> Status:
     return _job(get_instance(instance_id), "stop")
 
 
-@router.post("/instances/{int:instance_id}/restart", response={202: JobOut, 404: ErrorOut})
+@router.post("/instances/{int:instance_id}/restart", response={202: JobOut, 404: ErrorOut, **AUTH_ERRORS}, auth=OPERATE)
 def restart_instance(request: HttpRequest, instance_id: int) -> Status:
     return _job(get_instance(instance_id), "restart")
 
 
-@router.post("/instances/{int:instance_id}/clone", response={201: InstanceOut, **ERRORS})
+@router.post("/instances/{int:instance_id}/clone", response={201: InstanceOut, **ERRORS}, auth=ADMIN)
 def clone_instance(request: HttpRequest, instance_id: int, payload: CloneIn) -> Status:
     """An independent copy: settings, launch.sh and a copy of the code checkout; its environment
     is built at its first start from the shared uv cache (hard links, nothing downloaded again)."""
@@ -147,7 +152,7 @@ def _env_job(instance: Instance, action: str) -> Status:
                         "restarts": result["restarts"], "instance": instance_summary(instance)})
 
 
-@router.post("/instances/{int:instance_id}/update", response={202: JobOut, **ERRORS})
+@router.post("/instances/{int:instance_id}/update", response={202: JobOut, **ERRORS}, auth=OPERATE)
 def update_instance_code(request: HttpRequest, instance_id: int) -> Status:
     """Fetch the code (the instance's git_ref, else the blueprint's) and install what changed.
     Local edits to tracked files are kept; when the new code would overwrite them the update stops,
@@ -157,7 +162,7 @@ def update_instance_code(request: HttpRequest, instance_id: int) -> Status:
     return _env_job(get_instance(instance_id), "update_app")
 
 
-@router.post("/instances/{int:instance_id}/rebuild", response={202: JobOut, **ERRORS})
+@router.post("/instances/{int:instance_id}/rebuild", response={202: JobOut, **ERRORS}, auth=OPERATE)
 def rebuild_instance_env(request: HttpRequest, instance_id: int) -> Status:
     """Delete the instance's Python environment and build it again (packages come from the shared
     uv cache). The code checkout and the user's files are untouched. A running instance is stopped
@@ -166,11 +171,11 @@ def rebuild_instance_env(request: HttpRequest, instance_id: int) -> Status:
 
 
 class LogQuery(Schema):
-    offset: int = 0
-    limit: int = 65536
+    offset: int = Field(0, json_schema_extra={"minimum": -(2**62), "maximum": 2**62})
+    limit: int = Field(65536, json_schema_extra={"minimum": 1, "maximum": MAX_LOG_CHUNK})
 
 
-@router.get("/instances/{int:instance_id}/logs", response={200: LogChunkOut, **ERRORS})
+@router.get("/instances/{int:instance_id}/logs", response={200: LogChunkOut, **ERRORS}, auth=VIEW)
 def read_logs(request: HttpRequest, instance_id: int, q: Query[LogQuery]) -> dict:
     """Bytes of the log from an absolute offset (negative: from the end). Follow a log by passing
     the returned next_offset back; offsets stay valid across log rotation."""
@@ -199,7 +204,7 @@ def read_logs(request: HttpRequest, instance_id: int, q: Query[LogQuery]) -> dic
     }
 
 
-@router.get("/instances/{int:instance_id}/script", response={200: ScriptOut, 404: ErrorOut})
+@router.get("/instances/{int:instance_id}/script", response={200: ScriptOut, 404: ErrorOut, **AUTH_ERRORS}, auth=VIEW)
 def get_script(request: HttpRequest, instance_id: int) -> dict:
     instance = get_instance(instance_id)
     if not instance.script_path.exists():
@@ -220,7 +225,7 @@ def validate_script(content: str) -> str:
     return content.replace("\r\n", "\n")
 
 
-@router.put("/instances/{int:instance_id}/script", response={200: ScriptOut, **ERRORS})
+@router.put("/instances/{int:instance_id}/script", response={200: ScriptOut, **ERRORS}, auth=ADMIN)
 def put_script(request: HttpRequest, instance_id: int, payload: ScriptIn, restart: bool = False) -> dict:
     instance = get_instance(instance_id)
     content = validate_script(payload.content)
@@ -241,7 +246,7 @@ def _bp_dict(bp: blueprints.Blueprint) -> dict:
     return data
 
 
-@blueprint_router.get("/blueprints", response={200: list[BlueprintOut], 422: ErrorOut})
+@blueprint_router.get("/blueprints", response={200: list[BlueprintOut], 422: ErrorOut, **AUTH_ERRORS}, auth=VIEW)
 def list_blueprints(request: HttpRequest, kind: str = "") -> list[dict]:
     """Every blueprint, or those of one kind (`?kind=app`: what new instances are made from; the
     dashboard offers only these)."""
@@ -250,7 +255,7 @@ def list_blueprints(request: HttpRequest, kind: str = "") -> list[dict]:
     return [_bp_dict(bp) for bp in blueprints.list_blueprints() if not kind or bp.kind == kind]
 
 
-@blueprint_router.get("/blueprints/{name}", response={200: BlueprintDetailOut, 404: ErrorOut})
+@blueprint_router.get("/blueprints/{name}", response={200: BlueprintDetailOut, 404: ErrorOut, **AUTH_ERRORS}, auth=VIEW)
 def get_blueprint(request: HttpRequest, name: str) -> dict:
     try:
         bp = blueprints.get_blueprint(name)
@@ -259,7 +264,7 @@ def get_blueprint(request: HttpRequest, name: str) -> dict:
     return {**_bp_dict(bp), "script": bp.read_script()}
 
 
-@blueprint_router.post("/blueprints", response={201: BlueprintOut, **ERRORS})
+@blueprint_router.post("/blueprints", response={201: BlueprintOut, **ERRORS}, auth=ADMIN)
 def save_blueprint(request: HttpRequest, payload: BlueprintSaveIn) -> Status:
     """Save an instance's launch.sh as a custom blueprint."""
     instance = get_instance(payload.instance_id)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts.live import LiveAccessMixin
 from aikore_site import events
 from instances import logs
 from instances.models import Instance
@@ -32,17 +33,12 @@ WINDOW = 2 * 1024 * 1024
 BACKFILL_LINES = 500
 
 
-def _authenticated(scope: dict) -> bool:
-    user = scope.get("user")
-    return bool(user is not None and user.is_authenticated and user.is_active)
-
-
-class InstanceStatusConsumer(AsyncJsonWebsocketConsumer):
-    """/ws/instances/: a snapshot on connect, then every status/pid/port change as it happens."""
+class InstanceStatusConsumer(LiveAccessMixin, AsyncJsonWebsocketConsumer):
+    """/ws/instances/: a snapshot on connect, then every status/pid/port change as it happens.
+    The viewer role (LiveAccessMixin: refused without it, closed when access ends)."""
 
     async def connect(self) -> None:
-        if not _authenticated(self.scope):
-            await self.close(code=4401)
+        if not await self.admit():
             return
         await self.channel_layer.group_add(events.INSTANCES_GROUP, self.channel_name)
         await self.accept()
@@ -53,6 +49,7 @@ class InstanceStatusConsumer(AsyncJsonWebsocketConsumer):
         return [instance_summary(i) for i in Instance.objects.select_related("parent")]
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_access_groups()
         await self.channel_layer.group_discard(events.INSTANCES_GROUP, self.channel_name)
 
     async def receive_json(self, content: object, **kwargs: object) -> None:
@@ -66,12 +63,11 @@ class InstanceStatusConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "deleted", "id": event["id"]})
 
 
-class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
-    """/ws/instances/<id>/logs/?offset=N (resume) or ?lines=N (backfill the last N lines)."""
+class InstanceLogConsumer(LiveAccessMixin, AsyncJsonWebsocketConsumer):
+    """/ws/instances/<id>/logs/?offset=N (resume) or ?lines=N (backfill the last N lines). The viewer role."""
 
     async def connect(self) -> None:
-        if not _authenticated(self.scope):
-            await self.close(code=4401)
+        if not await self.admit():
             return
         pk = self.scope["url_route"]["kwargs"]["instance_id"]
         instance = await database_sync_to_async(Instance.objects.filter(pk=pk).first)()
@@ -103,6 +99,7 @@ class InstanceLogConsumer(AsyncJsonWebsocketConsumer):
         task = getattr(self, "task", None)
         if task:
             task.cancel()
+        await self.leave_access_groups()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: object) -> None:
         try:

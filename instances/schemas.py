@@ -1,7 +1,17 @@
 from __future__ import annotations
 
+from django.conf import settings
 from ninja import Schema
-from pydantic import Field
+from pydantic import AliasChoices, Field
+
+from instances import validators
+from instances.blueprints import BLUEPRINT_ID_RE
+
+# What the OpenAPI schema declares of the server's own rules (instances/validators.py), which still
+# do the checking, so every refusal keeps its one wording.
+NAME_SCHEMA = {"pattern": rf"^{validators.NAME_RE.pattern}$", "maxLength": validators.NAME_MAX, "minLength": 1}
+BLUEPRINT_SCHEMA = {"pattern": rf"^{BLUEPRINT_ID_RE.pattern}$", "maxLength": 64}
+PORT_SCHEMA = {"minimum": settings.AIKORE_INSTANCE_PORT_RANGE[0], "maximum": settings.AIKORE_INSTANCE_PORT_RANGE[1]}
 
 
 class InstanceOut(Schema):
@@ -39,12 +49,18 @@ class InstanceOut(Schema):
 
 
 class InstanceCreate(Schema):
-    name: str = Field(..., description="Unique, user-facing name; its slug becomes the URL /instance/<slug>/.")
-    blueprint: str = Field(..., description="Blueprint id (file name without .sh), see /api/blueprints.")
+    name: str = Field(..., description="Unique, user-facing name; its slug becomes the URL /instance/<slug>/.",
+                      json_schema_extra=NAME_SCHEMA)
+    # The same name the API returns; "blueprint" (the CLI's word) is accepted too.
+    base_blueprint: str = Field(..., validation_alias=AliasChoices("base_blueprint", "blueprint"),
+                                description="Blueprint id (file name without .sh), see /api/blueprints. "
+                                            "Also accepted as `blueprint`.",
+                                json_schema_extra=BLUEPRINT_SCHEMA)
     gpu_ids: str | list[int] = Field("", description='"0,1" or [0, 1]; empty = all GPUs.')
     autostart: bool = False
     persistent_mode: bool = False
-    port: int | None = Field(None, description="Internal port; null = allocate automatically.")
+    port: int | None = Field(None, description="Internal port; null = allocate automatically.",
+                             json_schema_extra=PORT_SCHEMA)
     launch_args: str = ""
     output_path: str = Field("", description="Folder under outputs/; empty = the instance's slug.")
     allowed_origins: str | list[str] = Field("", description="Extra origins (scheme://host[:port]) whose pages "
@@ -59,11 +75,11 @@ class InstanceCreate(Schema):
 
 
 class InstancePatch(Schema):
-    name: str | None = None
+    name: str | None = Field(None, json_schema_extra=NAME_SCHEMA)
     gpu_ids: str | list[int] | None = None
     autostart: bool | None = None
     persistent_mode: bool | None = None
-    port: int | None = None
+    port: int | None = Field(None, json_schema_extra=PORT_SCHEMA)
     launch_args: str | None = None
     output_path: str | None = None
     allowed_origins: str | list[str] | None = None
@@ -103,7 +119,7 @@ class DeletionPlanOut(Schema):
 
 
 class CloneIn(Schema):
-    name: str
+    name: str = Field(..., json_schema_extra=NAME_SCHEMA)
 
 
 class LogChunkOut(Schema):

@@ -114,6 +114,8 @@ def render_group_config(instance: Instance) -> str:
         f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT)}",
         "stopasgroup=true",
         "killasgroup=true",
+        # AiKore runs with umask 077; the app gets the user's own (files it writes to outputs/).
+        f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
         f"stdout_logfile={_conf_value(str(instance.log_path))}",
         f"stdout_logfile_maxbytes={int(settings.AIKORE_LOG_MAX_BYTES)}",

@@ -6,13 +6,15 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router
 
+from accounts import roles
 from instances.models import Instance
 from instances.ports import port_is_bindable, used_ports
 
 router = Router(tags=["system"])
+VIEW = roles.api_auth(roles.VIEWER)  # everything here is for the viewer role (accounts/roles.py)
 
 
-@router.get("/system/ports")
+@router.get("/system/ports", auth=VIEW)
 def ports(request: HttpRequest, free_limit: int = 20) -> dict:
     """Internal ports: which instance holds which, and the next free ones."""
     low, high = settings.AIKORE_INSTANCE_PORT_RANGE
@@ -30,7 +32,7 @@ def ports(request: HttpRequest, free_limit: int = 20) -> dict:
     return {"range": [low, high], "used": used, "free": free, "free_count": (high - low + 1) - len(taken)}
 
 
-@router.get("/system/stats")
+@router.get("/system/stats", auth=VIEW)
 def stats(request: HttpRequest, history: float = 0) -> dict:
     """The latest sample; with ?history=<seconds> also the samples of that period (ring buffer)."""
     from monitoring.sampler import get_sampler
@@ -43,7 +45,7 @@ def stats(request: HttpRequest, history: float = 0) -> dict:
     return result
 
 
-@router.get("/system/gpus")
+@router.get("/system/gpus", auth=VIEW)
 def gpus(request: HttpRequest) -> dict:
     from monitoring.sampler import get_sampler
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts.live import LiveAccessMixin
 from aikore_site import events
 
 HISTORY_ON_CONNECT_SECONDS = 600.0
 
 
-class SystemConsumer(AsyncJsonWebsocketConsumer):
+class SystemConsumer(LiveAccessMixin, AsyncJsonWebsocketConsumer):
+    """The viewer role (LiveAccessMixin: refused without it, closed when access ends)."""
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_active:
-            await self.close(code=4401)
+        if not await self.admit():
             return
         from monitoring.sampler import get_sampler
 
@@ -24,6 +25,7 @@ class SystemConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "history", "samples": get_sampler().history(HISTORY_ON_CONNECT_SECONDS)})
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_access_groups()
         await self.channel_layer.group_discard(events.SYSTEM_GROUP, self.channel_name)
 
     async def system_sample(self, event: dict) -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from accounts import roles
 from accounts.auth import authenticated_user
 from instances.models import Instance, InstanceStatus
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    if authenticated_user(request) is None:
+    user = authenticated_user(request)
+    if user is None:
         response = JsonResponse({"detail": "Authentication required (session or Bearer token)."}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="aikore"'
         return response
+    if not roles.can(user, roles.VIEWER):
+        return JsonResponse({"detail": roles.forbidden_message(user, roles.VIEWER)}, status=403)
     from monitoring.metrics import render_prometheus
     from monitoring.sampler import get_sampler
 

@@ -1,4 +1,4 @@
-"""/api/notifications/...: targets (staff only: their URLs hold secrets), the test button, the
+"""/api/notifications/...: targets (admin role only: their URLs hold secrets), the test button, the
 events history and per-instance event kinds. Thin endpoints over notifications.service."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
+from accounts import roles
 from instances.models import Instance
 from instances.schemas import ErrorOut
 from notifications import service
@@ -28,16 +29,11 @@ from notifications.schemas import (
 
 router = Router(tags=["notifications"])
 
-ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+# Who may do what (accounts/roles.py): everyone with a role sees the history; operators choose an
+# instance's event kinds; targets, tests and delivery problems (URLs hold secrets) are admin-only.
+VIEW, OPERATE, ADMIN = (roles.api_auth(level) for level in (roles.VIEWER, roles.OPERATOR, roles.ADMIN))
 MAX_EVENTS = 200
-
-
-def require_staff(request: HttpRequest) -> None:
-    """The one permission check of this router: targets and their delivery status are staff-only
-    (roles, a later issue, extend it here)."""
-    user = getattr(request, "user", None)
-    if not (user is not None and user.is_active and user.is_staff):
-        raise HttpError(403, "Only staff users may see or change notification targets (they hold secrets).")
 
 
 def get_target(target_id: int) -> Target:
@@ -54,48 +50,43 @@ def get_instance(instance_id: int) -> Instance:
     return instance
 
 
-@router.get("/notifications/kinds", response=list[KindOut])
+@router.get("/notifications/kinds", response=list[KindOut], auth=VIEW)
 def kinds(request: HttpRequest) -> list[dict]:
     """The event kinds, with what each means and whether it is per instance or system-wide."""
     return service.kinds_json()
 
 
-@router.get("/notifications/config", response=ConfigOut)
+@router.get("/notifications/config", response=ConfigOut, auth=VIEW)
 def config(request: HttpRequest) -> dict:
     """The thresholds and delivery settings in force (environment variables; read-only here)."""
     return service.config_json()
 
 
-@router.get("/notifications/targets", response={200: list[TargetOut], 403: ErrorOut})
+@router.get("/notifications/targets", response={200: list[TargetOut], 403: ErrorOut}, auth=ADMIN)
 def list_targets(request: HttpRequest) -> list[dict]:
-    require_staff(request)
     service.sync_env_targets()
     return [service.target_json(t) for t in Target.objects.all()]
 
 
-@router.post("/notifications/targets", response={201: TargetOut, **ERRORS})
+@router.post("/notifications/targets", response={201: TargetOut, **ERRORS}, auth=ADMIN)
 def create_target(request: HttpRequest, payload: TargetIn) -> Status:
-    require_staff(request)
     target = service.create_target(payload.name, payload.url, payload.enabled, payload.kinds)
     return Status(201, service.target_json(target))
 
 
-@router.get("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS})
+@router.get("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS}, auth=ADMIN)
 def get_one(request: HttpRequest, target_id: int) -> dict:
-    require_staff(request)
     return service.target_json(get_target(target_id))
 
 
-@router.patch("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS})
+@router.patch("/notifications/targets/{int:target_id}", response={200: TargetOut, **ERRORS}, auth=ADMIN)
 def update_target(request: HttpRequest, target_id: int, payload: TargetPatch) -> dict:
-    require_staff(request)
     target = service.update_target(get_target(target_id), payload.dict(exclude_unset=True))
     return service.target_json(target)
 
 
-@router.delete("/notifications/targets/{int:target_id}", response={204: None, **ERRORS})
+@router.delete("/notifications/targets/{int:target_id}", response={204: None, **ERRORS}, auth=ADMIN)
 def delete_target(request: HttpRequest, target_id: int) -> Status:
-    require_staff(request)
     target = get_target(target_id)
     if target.source == Target.Source.ENV:
         raise HttpError(409, "This target comes from AIKORE_NOTIFY_URLS; remove it there (or switch it off here).")
@@ -103,19 +94,17 @@ def delete_target(request: HttpRequest, target_id: int) -> Status:
     return Status(204, None)
 
 
-@router.post("/notifications/targets/{int:target_id}/test", response={200: TestOut, **ERRORS})
+@router.post("/notifications/targets/{int:target_id}/test", response={200: TestOut, **ERRORS}, auth=ADMIN)
 def test_target(request: HttpRequest, target_id: int) -> dict:
     """Send a test message now and say whether it arrived (recorded as the target's last status)."""
-    require_staff(request)
     target = get_target(target_id)
     ok, error = service.send_test(target)
     return {"ok": ok, "error": error, "target": service.target_json(target)}
 
 
-@router.post("/notifications/test", response={200: TestOut, **ERRORS})
+@router.post("/notifications/test", response={200: TestOut, **ERRORS}, auth=ADMIN)
 def test_url(request: HttpRequest, payload: UrlTestIn) -> dict:
     """Send a test message to a URL before saving it as a target."""
-    require_staff(request)
     problem = validate_url(payload.url)
     if problem:
         raise HttpError(422, problem)
@@ -124,10 +113,9 @@ def test_url(request: HttpRequest, payload: UrlTestIn) -> dict:
     return {"ok": ok, "error": error, "target": None}
 
 
-@router.get("/notifications/deliveries", response={200: list[FailedDeliveryOut], **ERRORS})
+@router.get("/notifications/deliveries", response={200: list[FailedDeliveryOut], **ERRORS}, auth=ADMIN)
 def failed_deliveries(request: HttpRequest, limit: int = 50) -> list[dict]:
     """The latest deliveries that failed for good or are being retried: what the settings page shows."""
-    require_staff(request)
     if not 1 <= limit <= MAX_EVENTS:
         raise HttpError(422, f"limit must be between 1 and {MAX_EVENTS}.")
     rows = (Delivery.objects.filter(status__in=[Delivery.Status.FAILED, Delivery.Status.RETRYING])
@@ -142,7 +130,7 @@ class EventQuery(Schema):
     kind: str | None = None
 
 
-@router.get("/notifications/events", response={200: list[EventOut], **ERRORS})
+@router.get("/notifications/events", response={200: list[EventOut], **ERRORS}, auth=VIEW)
 def list_events(request: HttpRequest, q: Query[EventQuery]) -> list[dict]:
     """The history, newest first (at most the last 200)."""
     if not 1 <= q.limit <= MAX_EVENTS:
@@ -152,14 +140,14 @@ def list_events(request: HttpRequest, q: Query[EventQuery]) -> list[dict]:
     return service.events_json(q.limit, q.instance_id, q.kind)
 
 
-@router.get("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS})
+@router.get("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS}, auth=VIEW)
 def get_instance_kinds(request: HttpRequest, instance_id: int) -> dict:
     """The instance event kinds this instance sends (all but those turned off for it)."""
     instance = get_instance(instance_id)
     return {"instance_id": instance.pk, "kinds": service.instance_kinds(instance.pk)}
 
 
-@router.put("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS})
+@router.put("/notifications/instances/{int:instance_id}", response={200: InstanceKindsOut, **ERRORS}, auth=OPERATE)
 def set_instance_kinds(request: HttpRequest, instance_id: int, payload: InstanceKindsIn) -> dict:
     instance = get_instance(instance_id)
     return {"instance_id": instance.pk, "kinds": service.set_instance_kinds(instance.pk, payload.kinds)}

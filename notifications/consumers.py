@@ -5,24 +5,22 @@ from __future__ import annotations
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts.live import LiveAccessMixin
 from notifications.service import GROUP
 
 
-def _authenticated(scope: dict) -> bool:
-    user = scope.get("user")
-    return bool(user is not None and user.is_authenticated and user.is_active)
+class NotificationConsumer(LiveAccessMixin, AsyncJsonWebsocketConsumer):
+    """Any role may follow the history; logout and revocation close it (LiveAccessMixin)."""
 
-
-class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
-        if not _authenticated(self.scope):
-            await self.close(code=4401)
+        if not await self.admit():
             return
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(GROUP, self.channel_name)
+        await self.leave_access_groups()
 
     async def receive_json(self, content: object, **kwargs: object) -> None:
         pass  # nothing to ask: the history comes from GET /api/notifications/events

@@ -11,8 +11,8 @@ AIKORE_APPS_DOMAIN, on <slug>.<domain>. An origin is named by an id:
 Absolute URLs are never built from a request's Host header: the server deals in ids and paths,
 and the browser combines them with its own location (static/aikore/origins.js): same scheme and
 host name, the configured port; for host names the configured domain, same scheme and port (the
-dashboard is then at <domain> itself). A configured public URL (AIKORE_PUBLIC_URL, planned) would
-be added to client_config() and win there.
+dashboard is then at <domain> itself). With AIKORE_PUBLIC_URL (behind a TLS proxy) the control
+plane is that URL and app origins take its scheme.
 """
 
 from __future__ import annotations
@@ -61,8 +61,25 @@ def slug_from_path(path: str) -> str | None:
 
 def client_config() -> dict:
     """What the browser needs to find each origin (see static/aikore/origins.js)."""
+    public = settings.AIKORE_PUBLIC_URL
     return {
         "control_port": settings.AIKORE_PORT,
         "apps_port": settings.AIKORE_APPS_PORT,
         "apps_domain": settings.AIKORE_APPS_DOMAIN or None,
+        # Behind a TLS proxy: the control plane's own URL, and the scheme of every app origin.
+        "control_url": public or None,
+        "scheme": public.split("://", 1)[0] + ":" if public else None,
     }
+
+
+def control_plane_sources() -> list[str]:
+    """CSP sources naming the control plane (the only page that may frame AiKore's app-origin
+    pages), without knowing the host name the browser uses: its public URL when configured, else
+    any host on the control port, plus the apps domain itself when host names are used."""
+    if settings.AIKORE_PUBLIC_URL:
+        sources = [settings.AIKORE_PUBLIC_URL]
+    else:
+        sources = [f"*:{settings.AIKORE_PORT}"]
+    if settings.AIKORE_APPS_DOMAIN:
+        sources.append(f"{settings.AIKORE_APPS_DOMAIN}:*")
+    return sources

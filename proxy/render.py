@@ -9,6 +9,7 @@ that fails the check is left out of the config and logged, the rest of the proxy
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import pwd
@@ -104,6 +105,14 @@ def safe_domain(value: object) -> str:
     return text
 
 
+def safe_network(value: object) -> str:
+    """An IP address or network (AIKORE_TRUSTED_PROXIES), as nginx's set_real_ip_from and geo take it."""
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise UnsafeValue(f"not an IP network: {value!r}") from None
+
+
 def safe_mode(value: object) -> str:
     if value not in PROXY_MODES:
         raise UnsafeValue(f"not a proxy mode: {value!r}")
@@ -188,6 +197,7 @@ def render_nginx_config(source: str | None = None) -> str:
         "apps_domain": domain,
         "apps_domain_re": domain.replace(".", "\\."),
         "host_instances": instances if domain else [],
+        "trusted_proxies": [safe_network(n) for n in settings.AIKORE_TRUSTED_PROXIES],
     }
     template = get_template(TEMPLATE_NAME) if source is None else engines["django"].from_string(source)
     # Template tags leave runs of blank lines behind: keep the file readable.

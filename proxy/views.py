@@ -19,7 +19,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -27,7 +26,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from accounts import appaccess
+from accounts import appaccess, roles
 from instances.models import ACTIVE_STATUSES, Instance
 from proxy import origins
 
@@ -49,8 +48,8 @@ def _page(request: HttpRequest, template: str, context: dict, status: int = 200)
 
 
 def can_start(user: object, instance: Instance) -> bool:
-    """Who may start an instance from its status page (roles, a later issue, will narrow this)."""
-    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+    """Who may start an instance from its status page: the operator role (accounts/roles.py)."""
+    return roles.can(user, roles.OPERATOR)
 
 
 # --- app origins ------------------------------------------------------------------------------
@@ -120,7 +119,7 @@ def app_status(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@login_required
+@roles.page_requires(roles.VIEWER)  # viewers may open apps
 def handoff(request: HttpRequest) -> HttpResponse:
     origin = origins.parse_origin(request.GET.get("to"))
     next_path = origins.safe_next(request.GET.get("next"))
@@ -135,7 +134,7 @@ def handoff(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@login_required
+@roles.page_requires(roles.VIEWER)
 @require_http_methods(["GET", "POST"])
 def start_page(request: HttpRequest, slug: str) -> HttpResponse:
     instance = Instance.objects.filter(slug=slug).first()

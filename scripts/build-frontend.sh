@@ -5,6 +5,7 @@
 #   static/dist/codemirror.js  CodeMirror 6 + the shell mode of @codemirror/legacy-modes (ES module)
 #   static/dist/uplot.js       uPlot (ES module)        static/dist/uplot.css  its stylesheet
 #   static/dist/xterm.js       xterm.js + its fit addon  static/dist/xterm.css  its stylesheet
+#   static/dist/swagger-ui-bundle.js, swagger-ui.css    Swagger UI (swagger-ui-dist) for /api/docs
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +36,9 @@ JS
 export { default } from "uplot";
 JS
 cp node_modules/uplot/dist/uPlot.min.css "$tmp/uplot.css"
+# Swagger UI ships ready-built: its bundle and stylesheet, without the source maps.
+cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css "$tmp/"
+sed -i '/sourceMappingURL=/d' "$tmp/swagger-ui-bundle.js" "$tmp/swagger-ui.css"
 
 # The instance terminal (static/aikore/terminal.js): xterm.js and its fit addon.
 "$esbuild" --bundle --format=esm --minify --legal-comments=none --log-level=warning \

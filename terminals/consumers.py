@@ -16,8 +16,9 @@ past that the server stops reading the pty. tmux then sees a slow client and ski
 redraws the screen when the client catches up), so `yes` costs the web process bounded memory and
 the browser never queues more than WINDOW bytes to parse.
 
-Only users that may_open_terminal() may connect; every open and close is logged with the user's
-name, to the web process's log and as an [aikore] line in the instance's log.
+Only users with the admin role may connect (terminals/access.py), and a session that loses it
+(logout, deactivation, another role) is closed at once; every open and close is logged with the
+user's name, to the web process's log and as an [aikore] line in the instance's log.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from accounts.live import LiveAccessMixin
 from instances.models import Instance
 from terminals import service
-from terminals.access import may_open_terminal
+from terminals.access import TERMINAL_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,16 @@ def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-class TerminalConsumer(AsyncWebsocketConsumer):
+class TerminalConsumer(LiveAccessMixin, AsyncWebsocketConsumer):
+    """The admin role (terminals/access.py; LiveAccessMixin: refused without it at the handshake,
+    closed at once when the user's access ends: logout, deactivation, a narrower role)."""
+
+    required_role = TERMINAL_ROLE
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if not may_open_terminal(user):
-            await self.close(code=4403)
+        if not await self.admit():
             return
+        user = self.scope["user"]
         pk = self.scope["url_route"]["kwargs"]["instance_id"]
         instance = await database_sync_to_async(Instance.objects.filter(pk=pk).first)()
         if instance is None:
@@ -321,6 +327,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     # --- the end --------------------------------------------------------------------------------
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_access_groups()
         if not hasattr(self, "task"):
             return  # refused before accept
         self.closing = True

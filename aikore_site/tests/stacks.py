@@ -64,13 +64,16 @@ def kill_group(proc: subprocess.Popen, timeout: float = 30) -> None:
 @contextmanager
 def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
                     admin_password: str = "throwaway-admin-password",
-                    instance_port_range: str = "29501-29550", timeout: float = 60) -> Iterator[ThrowawayStack]:
-    """Start a stack under workdir/<name> and wait until nginx answers /api/health on its port."""
-    port, apps_port = free_port(), free_port()
+                    instance_port_range: str = "29501-29550", timeout: float = 60,
+                    bind: str = "127.0.0.1", port: int | None = None,
+                    apps_port: int | None = None) -> Iterator[ThrowawayStack]:
+    """Start a stack under workdir/<name> and wait until nginx answers /api/health on its port
+    (on `bind`, another loopback address when a test puts a proxy on 127.0.0.1 with the same ports)."""
+    port, apps_port = port or free_port(), apps_port or free_port()
     data_dir = workdir / name
     log_path = workdir / f"{name}.log"
     full_env = {**os.environ, "AIKORE_DATA_DIR": str(data_dir), "AIKORE_PORT": str(port),
-                "AIKORE_APPS_PORT": str(apps_port),
+                "AIKORE_APPS_PORT": str(apps_port), "AIKORE_BIND": bind,
                 "AIKORE_ADMIN_PASSWORD": admin_password, "AIKORE_INSTANCE_PORT_RANGE": instance_port_range,
                 "AIKORE_PUBLIC_PORT_RANGE": "", "AIKORE_HOME": str(REPO),
                 "AIKORE_PYTHON": str(REPO / ".venv" / "bin" / "python"), **(env or {})}
@@ -78,7 +81,7 @@ def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(REPO / "docker" / "entry.sh")], stdout=log, stderr=subprocess.STDOUT,
                                 env=full_env, start_new_session=True)
-    stack = ThrowawayStack(proc, f"http://127.0.0.1:{port}", port, data_dir, log_path, admin_password, apps_port)
+    stack = ThrowawayStack(proc, f"http://{bind}:{port}", port, data_dir, log_path, admin_password, apps_port)
     try:
         deadline = time.monotonic() + timeout
         while True:

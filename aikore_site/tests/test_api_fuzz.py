@@ -26,7 +26,17 @@ def _wsgi_app():
     return get_wsgi_application()
 
 
-schema = schemathesis.openapi.from_wsgi("/api/openapi.json", _wsgi_app())
+def _load_schema():
+    # /api/openapi.json needs a login now: take the same document from the API object itself.
+    from aikore_site.api import api
+
+    loaded = schemathesis.openapi.from_dict(api.get_openapi_schema())
+    loaded.app = _wsgi_app()
+    loaded.location = "/api/openapi.json"
+    return loaded
+
+
+schema = _load_schema()
 
 
 def files_outside_data_dir() -> set[str]:

@@ -79,18 +79,6 @@ def test_public_pages():
     assert Client().get("/api/health").status_code == 200
 
 
-def test_login_is_rate_limited(alice):
-    client = Client()
-    for _ in range(5):
-        r = client.post("/login/", {"username": "alice", "password": "wrong"})
-        assert r.status_code == 200
-    r = client.post("/login/", {"username": "alice", "password": "alice-password"})
-    assert r.status_code == 429
-    assert b"Too many failed attempts" in r.content
-    # Another user from the same address is not locked out by alice's failures (until 20).
-    assert Client().post("/login/", {"username": "bob", "password": "x"}).status_code == 200
-
-
 def test_login_then_next(alice):
     client = Client()
     r = client.post("/login/?next=/admin/", {"username": "alice", "password": "alice-password", "next": "/admin/"})

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from aikore_site.testing import free_port
@@ -197,6 +198,16 @@ def test_events_jobs_samples_and_logs_cross_processes_through_redis(redis_url, r
 
         deleted = api(client, stack, "DELETE", f"/instances/{pk}")
         assert deleted.status_code in (200, 204), deleted.text
+
+        # Logging out closes the session's streams at once, through Redis too (accounts/live.py).
+        with ws(stack, client, "/ws/system/") as system_ws:
+            assert json.loads(system_ws.recv(timeout=10))["type"] == "history"
+            logout = client.post("/logout/", headers={"X-CSRFToken": client.cookies[settings.CSRF_COOKIE_NAME],
+                                                      "Referer": stack.base_url + "/"})
+            assert logout.status_code == 302
+            with pytest.raises(ConnectionClosed) as closed:
+                recv_until(system_ws, lambda m: False, timeout=5)
+            assert closed.value.rcvd.code == 4401
     finally:
         client.close()
         r.close()

@@ -1,7 +1,7 @@
 // The launch.sh editor: CodeMirror 6 with shell highlighting, loaded on first use. Save, save and
 // restart, save as a custom blueprint.
 
-import { api, reportError, toast, $ } from "./util.js";
+import { api, can, reportError, toast, $ } from "./util.js";
 import { store } from "./instances.js";
 
 let cm = null; // the CodeMirror bundle, imported on first use
@@ -35,6 +35,8 @@ export class ScriptEditor {
         extensions: [
           cm.basicSetup,
           saveKeys,
+          // Only the admin role edits scripts; others read them.
+          cm.EditorState.readOnly.of(!can("admin")),
           cm.StreamLanguage.define(cm.shell),
           this.theme.of(this.themeExtension()),
           cm.EditorView.updateListener.of((u) => { if (u.docChanged) this.showDirty(); }),

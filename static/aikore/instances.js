@@ -1,7 +1,7 @@
 // Instances: a small store fed by the API and /ws/instances/, the table with per-row actions, and
 // the create/edit form (errors from the API are shown next to their fields).
 
-import { api, ApiError, ask, el, $, toast, reportError } from "./util.js";
+import { api, ApiError, ask, can, el, $, toast, reportError } from "./util.js";
 import { appUrl } from "./origins.js";
 import { installProgress, envActions, fillEnvFields, syncSatellite, envValues } from "./environments.js";
 
@@ -161,12 +161,12 @@ export class InstanceTable {
       el("td.port"),
       el("td.auto", {}, el("input.switch", { type: "checkbox", dataset: { action: "autostart" } })),
       el("td.actions", {},
-        button("start", "Start"),
-        button("stop", "Stop"),
-        button("restart", "Restart"),
+        button("start", "Start", ".needs-operator"),
+        button("stop", "Stop", ".needs-operator"),
+        button("restart", "Restart", ".needs-operator"),
         el("a.button", { dataset: { action: "open" }, target: "_blank", rel: "noopener", title: "Open in a new tab" }, icon("open")),
-        button("clone", "Clone"),
-        button("delete", "Delete", ".danger"),
+        button("clone", "Clone", ".needs-admin"),
+        button("delete", "Delete", ".danger.needs-admin"),
       ),
     );
     return row;
@@ -192,6 +192,7 @@ export class InstanceTable {
     if (inst.public_port) port.append(" ", el("a", { href: appUrl({ ...inst, app_origin: `port:${inst.public_port}`, app_path: "/" }), target: "_blank", rel: "noopener", title: "Public port" }, `:${inst.public_port}`));
     const auto = row.querySelector("input[data-action=autostart]");
     auto.checked = Boolean(inst.autostart);
+    auto.disabled = !can("admin");
     auto.setAttribute("aria-label", `Autostart ${inst.name}`);
     for (const button of row.querySelectorAll("td.actions [data-action]")) {
       button.setAttribute("aria-label", `${button.title.split(" ")[0]} ${inst.name}`);

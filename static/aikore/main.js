@@ -1,7 +1,7 @@
 // Dashboard entry point: wires the instance store to the table, the detail pane (logs, script,
 // embedded view) and the monitor; resizable panes, theme toggle and keyboard shortcuts.
 
-import { api, liveSocket, $, reportError } from "./util.js";
+import { api, can, liveSocket, $, reportError } from "./util.js";
 import { Notifications } from "./notifications.js";
 import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.js";
 import { LogConsole } from "./logs.js";
@@ -212,11 +212,11 @@ document.addEventListener("keydown", (event) => {
   if (target.closest(".splitter, [role=tablist]") && event.key.startsWith("Arrow")) return;
   const inst = store.selected();
   const handlers = {
-    n: () => form.open(),
-    e: () => inst && form.open(inst),
-    s: () => inst && actions.start(inst),
-    x: () => inst && actions.stop(inst),
-    r: () => inst && actions.restart(inst),
+    n: () => can("admin") && form.open(),
+    e: () => can("admin") && inst && form.open(inst),
+    s: () => can("operator") && inst && actions.start(inst),
+    x: () => can("operator") && inst && actions.stop(inst),
+    r: () => can("operator") && inst && actions.restart(inst),
     j: () => moveSelection(1),
     k: () => moveSelection(-1),
     ArrowDown: () => (target.closest("#instances-pane") ? moveSelection(1) : false),

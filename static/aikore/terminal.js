@@ -197,6 +197,12 @@ export class TerminalPane {
       this.setStatus("This instance no longer exists.", "error");
       return;
     }
+    if (event.code === 4401) {
+      // The server ended it because this session may no longer have it (logout, role changed):
+      // the dashboard's own stream takes the page to the sign-in page.
+      this.setStatus("Your access to this terminal ended.", "error");
+      return;
+    }
     const seconds = Math.round(this.retryDelay / 100) / 10;
     if (this.lastError) this.setStatus(`${this.lastError} Retrying in ${seconds} s…`, "error");
     else this.setStatus(`Disconnected; reconnecting in ${seconds} s… (the shell keeps running)`);

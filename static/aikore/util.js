@@ -8,6 +8,13 @@ function csrfToken() {
   return meta ? meta.content : "";
 }
 
+// Whether the signed-in user's role (the page's data-role) allows `level`: the dashboard only offers
+// what the server would accept (accounts/roles.py decides).
+const RANKS = { viewer: 1, operator: 2, admin: 3 };
+export function can(level) {
+  return (RANKS[document.body.dataset.role] || 0) >= RANKS[level];
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     const detail = body && body.detail;
@@ -53,6 +60,11 @@ export async function api(method, path, body) {
   return data;
 }
 
+// Set once the page is being left (the logout form, a link): a stream the server ends meanwhile is
+// no reason to navigate elsewhere.
+let leaving = false;
+addEventListener("beforeunload", () => { leaving = true; });
+
 // A websocket that reconnects with backoff. onMessage(obj); url() is called at each (re)connect so
 // the caller can resume (e.g. a log offset). Returns {send(obj), close()}.
 export function liveSocket(url, { onMessage, onState = () => {} }) {
@@ -70,8 +82,14 @@ export function liveSocket(url, { onMessage, onState = () => {} }) {
       try { msg = JSON.parse(event.data); } catch { return; }
       onMessage(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (closed) return;
+      // 4401: the server ended this stream because the session ended (logout elsewhere, account
+      // deactivated): go to the sign-in page instead of reconnecting.
+      if (event.code === 4401) {
+        if (!leaving) location.assign("/login/?next=" + encodeURIComponent(location.pathname));
+        return;
+      }
       onState("down");
       timer = setTimeout(open, delay);
       delay = Math.min(delay * 2, 10000);

@@ -153,10 +153,17 @@ def test_flood_is_bounded_and_stays_interruptible(live, alice):
         assert psutil.Process(pid).memory_info().rss - baseline < 30 * 1024 * 1024
 
 
-def test_refused_without_staff_session_or_from_another_origin(live, alice, bob):
+def test_only_admins_from_the_dashboards_origin_and_only_while_they_are(live, alice, bob, viewer,
+                                                                        django_user_model):
+    from websockets.exceptions import ConnectionClosed
+
+    from accounts import roles
+    from conftest import role_user
+
     instance = quiet_instance("Term Refused")
     path = terminal_path(instance.pk)
     for cookie, origin in ((None, None), (None, "http://aikore.test"), (session_cookie(bob), "http://aikore.test"),
+                           (session_cookie(viewer), "http://aikore.test"),
                            (session_cookie(alice), "http://evil.example"), (session_cookie(alice), None),
                            (session_cookie(alice), "null")):
         with pytest.raises(InvalidStatus):
@@ -166,6 +173,16 @@ def test_refused_without_staff_session_or_from_another_origin(live, alice, bob):
         with connect(terminal_path(999999), session_cookie(alice)) as conn:
             conn.recv(timeout=2)
     assert supervisor.terminal_info(instance.pk) is None  # refused before any shell started
+
+    # An admin's terminal closes the moment the account loses the role.
+    carol = role_user(django_user_model, "carol", roles.ADMIN)
+    with open_term(instance, carol) as term:
+        term.run("true", "carol")
+        roles.assign(carol, roles.OPERATOR)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                term.pump(10)
+        assert closed.value.rcvd.code == 4401
 
 
 def test_opens_and_closes_are_logged_and_delete_removes_everything(live, alice):

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 
+from conftest import role_user
 from instances import supervisor
 from instances.launcher import SCRUBBED
 from terminals import service
@@ -97,12 +98,12 @@ def test_supervisord_group_of_a_terminal():
         supervisor.render_terminal_config(7, ["tmux", "a\nb"], Path("/x"))
 
 
-@pytest.mark.parametrize(("user", "allowed"), [
-    (None, False),
-    (SimpleNamespace(is_authenticated=False, is_active=True, is_staff=True), False),
-    (SimpleNamespace(is_authenticated=True, is_active=False, is_staff=True), False),
-    (SimpleNamespace(is_authenticated=True, is_active=True, is_staff=False), False),
-    (SimpleNamespace(is_authenticated=True, is_active=True, is_staff=True), True),
-])
-def test_only_active_staff_may_open_a_terminal(user, allowed):
-    assert may_open_terminal(user) is allowed
+@pytest.mark.django_db
+def test_only_admins_may_open_a_terminal(alice, bob, viewer, nobody, django_user_model):
+    from accounts import roles
+
+    admin = role_user(django_user_model, "carol", roles.ADMIN)
+    assert may_open_terminal(alice) and may_open_terminal(admin)  # a superuser; the admin role
+    assert not any(may_open_terminal(u) for u in (bob, viewer, nobody, AnonymousUser(), None))
+    admin.is_active = False
+    assert not may_open_terminal(admin)

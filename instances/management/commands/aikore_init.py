@@ -1,4 +1,5 @@
-"""Prepare the data dir for a start: the first admin account and its password."""
+"""Prepare the data dir for a start: private modes on AiKore's files, the first admin account and
+its password."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from accounts import roles
+from aikore_site.files import make_private
+
 
 class Command(BaseCommand):
-    help = "Create (or update from AIKORE_ADMIN_PASSWORD) the first admin account. Idempotent."
+    help = ("Make AiKore's files in the data dir private, and create (or update from AIKORE_ADMIN_PASSWORD) "
+            "the first admin account. Idempotent.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        for path in make_private(settings.AIKORE_DATA_DIR):
+            self.stdout.write(f"made private: {path}")
+        roles.ensure_groups()
         User = get_user_model()
         username = settings.AIKORE_ADMIN_USER
         password = os.environ.get("AIKORE_ADMIN_PASSWORD", "")
