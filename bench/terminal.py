@@ -149,6 +149,7 @@ def echo_round_trips(term: WsTerm, keys: int, pace: float) -> list[float]:
         times.append((term.wait_for(key, start_at, 10) - sent) * 1000)
         time.sleep(pace)
     term.send(b"\x15")
+    term.quiet()  # the line is empty again before anything else types into this shell
     return times
 
 
@@ -265,6 +266,8 @@ def main() -> None:
         via_nginx.send(b"cat flood.txt; echo END-$((6*7))\r")
         finished = via_nginx.wait_for(b"END-42", start_at, 300)
         term_seconds = finished - started
+        if b"the quick brown fox" not in via_nginx.data[start_at:]:
+            raise SystemExit(f"bench: the flood never showed; output {bytes(via_nginx.data[start_at:][:500])!r}")
         delivered = via_nginx.received - received_before
         stop.set()
         sampler.join()
