@@ -10,7 +10,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     AIKORE_PUBLIC_PORT_RANGE=9002-9020
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nginx git curl ca-certificates nodejs npm procps \
+ && apt-get install -y --no-install-recommends nginx tmux git curl ca-certificates nodejs npm procps \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 abc
 

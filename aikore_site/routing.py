@@ -56,6 +56,12 @@ def websocket_urlpatterns() -> list:
         patterns += notifications_ws
     except ImportError:
         pass
+    try:
+        from terminals.routing import websocket_urlpatterns as terminal_ws
+
+        patterns += terminal_ws
+    except ImportError:
+        pass
     return [*patterns, re_path(r"", UnknownRoute.as_asgi())]
 
 

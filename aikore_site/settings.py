@@ -317,6 +317,7 @@ INSTALLED_APPS = [
     "monitoring",
     "proxy",
     "notifications",
+    "terminals",
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from accounts import roles
 from proxy.origins import client_config
+from terminals.access import may_open_terminal
 
 
 @roles.page_requires(roles.VIEWER)
@@ -22,4 +23,5 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         # Templates written before roles ask is_staff for admin-only parts: it means the admin role.
         "is_staff": roles.can(request.user, roles.ADMIN),
         "origins_config": client_config(),  # where the apps are (static/aikore/origins.js)
+        "may_open_terminal": may_open_terminal(request.user),
     })

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 
-# AiKore's own secrets and settings stay out of the WebUI's environment.
+# AiKore's own secrets and settings stay out of instances' environments (WebUI and terminal).
 SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKORE_REDIS_URL",
             "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
             "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED",
@@ -59,18 +60,28 @@ def join_cgroup(path: str) -> None:
               "environment", file=sys.stderr, flush=True)
 
 
+def child_environment(base: Mapping[str, str], instance_env: Mapping[str, object]) -> dict[str, str]:
+    """What an instance's processes run with: this process's environment less AiKore's secrets
+    and its own Python environment (and less a CUDA_VISIBLE_DEVICES of AiKore's own: the
+    instance's gpu_ids decide), plus the instance's variables (Instance.environment()). The WebUI
+    and its terminal (terminals/) both start from this."""
+    env = {k: v for k, v in base.items() if k not in SCRUBBED}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["PATH"] = scrub_path(env.get("PATH", os.defpath), own_bin_dirs()) or os.defpath
+    env.update({str(k): str(v) for k, v in instance_env.items()})
+    return env
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: launcher.py <instance dir>")
     directory = argv[1]
     with open(os.path.join(directory, "env.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env["PATH"] = scrub_path(env.get("PATH", os.defpath), own_bin_dirs()) or os.defpath
-    env.update({str(k): str(v) for k, v in spec["env"].items()})
+    env = child_environment(os.environ, spec["env"])
     # The markers that let AiKore find every process this instance starts (aikore_site/procs.py):
-    # supervisord sets them; they must reach launch.sh whatever else changes above.
+    # supervisord sets them; they must reach launch.sh whatever else changes above. (Not in
+    # child_environment(): a terminal's shell outlives the app's stop, so it is not marked.)
     env.update({k: os.environ[k] for k in MARKERS if k in os.environ})
     join_cgroup(env.pop("AIKORE_CGROUP", ""))
     os.chdir(directory)

@@ -281,3 +281,103 @@ def instance_id_from_process(name: str) -> int | None:
     if len(parts) >= 2 and parts[0] == "instance" and parts[1].isdigit():
         return int(parts[1])
     return None
+
+
+# --- terminal groups (terminals/): one tmux server per instance ----------------------------------
+# A group of its own, "terminal-<id>", beside the instance's "instance-<id>": the shell outlives
+# restarts of the web process and of the WebUI, and starting or stopping one never touches the
+# other. Its config lives beside the instance's (supervisor/instances/terminal-<id>.conf, picked up
+# by the same [include]).
+
+
+def terminal_group_name(instance_id: int) -> str:
+    return f"terminal-{instance_id}"
+
+
+def terminal_process(instance_id: int) -> str:
+    group = terminal_group_name(instance_id)
+    return f"{group}:{group}-tmux"
+
+
+def terminal_conf_path(instance_id: int) -> Path:
+    return Path(settings.SUPERVISOR_INSTANCE_CONF_DIR) / f"{terminal_group_name(instance_id)}.conf"
+
+
+def render_terminal_config(instance_id: int, command: list[str], log_path: Path) -> str:
+    """Only numbers and paths AiKore made reach this file (the command names the tmux server's
+    launcher and its spec file; user-typed values travel in the spec)."""
+    group = terminal_group_name(instance_id)
+    return "\n".join([
+        f"; rendered by AiKore for the terminal of instance {instance_id}; do not edit",
+        f"[group:{group}]",
+        f"programs={group}-tmux",
+        "",
+        f"[program:{group}-tmux]",
+        f"command={_conf_value(shlex.join(command))}",
+        f"directory={_conf_value(str(settings.BASE_DIR))}",
+        "autostart=false",
+        "autorestart=false",
+        "startsecs=0",
+        "startretries=0",
+        "stopsignal=TERM",
+        "stopwaitsecs=5",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_conf_value(str(log_path))}",
+        "stdout_logfile_maxbytes=1MB",
+        "stdout_logfile_backups=1",
+        "",
+    ])
+
+
+def ensure_terminal_group(instance_id: int, command: list[str], log_path: Path) -> None:
+    """Make supervisord's view of the terminal group match its rendered config (a changed one is
+    replaced, which stops its tmux server)."""
+    group = terminal_group_name(instance_id)
+    text = render_terminal_config(instance_id, command, log_path)
+    path = terminal_conf_path(instance_id)
+    with config_lock():
+        current = path.read_text() if path.exists() else None
+        if current != text:
+            atomic_write(path, text)
+        added, changed, _removed = call("reloadConfig")[0]
+        if group in changed:
+            _remove_group_locked(group)
+            call("addProcessGroup", group)
+        elif group in added:
+            call("addProcessGroup", group)
+
+
+def terminal_info(instance_id: int) -> dict | None:
+    try:
+        return call("getProcessInfo", terminal_process(instance_id))
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode == Faults.BAD_NAME:
+            return None
+        raise
+
+
+def start_terminal(instance_id: int) -> dict:
+    try:
+        call("startProcess", terminal_process(instance_id), True)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode != Faults.ALREADY_STARTED:
+            raise SupervisorError(f"supervisord could not start the terminal: {exc.faultString}") from exc
+    return terminal_info(instance_id) or {}
+
+
+def stop_terminal(instance_id: int, wait: bool = True) -> None:
+    try:
+        call("stopProcess", terminal_process(instance_id), wait)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode not in (Faults.BAD_NAME, Faults.NOT_RUNNING):
+            raise SupervisorError(f"supervisord could not stop the terminal: {exc.faultString}") from exc
+
+
+def remove_terminal_group(instance_id: int) -> None:
+    """Stop the terminal's tmux server, forget its group and delete its config file."""
+    with config_lock():
+        terminal_conf_path(instance_id).unlink(missing_ok=True)
+        _remove_group_locked(terminal_group_name(instance_id))
+        call("reloadConfig")

@@ -4,6 +4,7 @@
 # origin. Nothing is fetched from a CDN at page load. static/dist/ is a build output (not committed).
 #   static/dist/codemirror.js  CodeMirror 6 + the shell mode of @codemirror/legacy-modes (ES module)
 #   static/dist/uplot.js       uPlot (ES module)        static/dist/uplot.css  its stylesheet
+#   static/dist/xterm.js       xterm.js + its fit addon  static/dist/xterm.css  its stylesheet
 #   static/dist/swagger-ui-bundle.js, swagger-ui.css    Swagger UI (swagger-ui-dist) for /api/docs
 set -euo pipefail
 
@@ -38,6 +39,14 @@ cp node_modules/uplot/dist/uPlot.min.css "$tmp/uplot.css"
 # Swagger UI ships ready-built: its bundle and stylesheet, without the source maps.
 cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css "$tmp/"
 sed -i '/sourceMappingURL=/d' "$tmp/swagger-ui-bundle.js" "$tmp/swagger-ui.css"
+
+# The instance terminal (static/aikore/terminal.js): xterm.js and its fit addon.
+"$esbuild" --bundle --format=esm --minify --legal-comments=none --log-level=warning \
+    --sourcefile=xterm-entry.js --outfile="$tmp/xterm.js" <<'JS'
+export { Terminal } from "@xterm/xterm";
+export { FitAddon } from "@xterm/addon-fit";
+JS
+cp node_modules/@xterm/xterm/css/xterm.css "$tmp/xterm.css"
 
 rm -rf "$out"
 mv "$tmp" "$out"

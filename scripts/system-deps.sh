@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy), git (apps'
-# code) and, for
-# the tests, chromium (Playwright drives it) and redis-server (the AIKORE_REDIS_URL path is tested
-# against a throwaway redis-server the test starts itself). As root it uses apt-get; otherwise it
-# says what to run.
+# code), tmux (keeps each instance's browser terminal alive between connections) and, for the tests,
+# chromium (Playwright drives it) and redis-server (the AIKORE_REDIS_URL path is tested against a
+# throwaway redis-server the test starts itself). As root it uses apt-get; otherwise it says what to run.
 set -euo pipefail
 
 mode="${1:-run}"
@@ -12,6 +11,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # Blueprints clone their apps' code (blueprints/functions.sh: aikore_git_sync).
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if [ "$mode" = test ]; then
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)

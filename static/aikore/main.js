@@ -9,6 +9,7 @@ import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
 import { appUrl } from "./origins.js";
 import { startHealthBanner } from "./health.js";
+import { TerminalPane } from "./terminal.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -19,12 +20,16 @@ const logs = new LogConsole({
 const editor = new ScriptEditor($("#script-editor"), $("#script-status"));
 const monitor = new Monitor();
 const notifications = new Notifications({ button: $("#notify-button"), store });
-window.aikore = { store, logs, editor, monitor, notifications }; // for debugging and the browser tests
+// Only for users who may open one (the template leaves the tab out otherwise).
+const terminal = $("#tab-terminal")
+  ? new TerminalPane({ root: $("#terminal-view"), status: $("#terminal-status"), newShell: $("#terminal-new") })
+  : null;
+window.aikore = { store, logs, editor, monitor, notifications, terminal }; // for debugging and the browser tests
 startHealthBanner($("#health-banner"));
 
 // --- detail pane --------------------------------------------------------------------------------
 
-const TABS = ["logs", "script", "view"];
+const TABS = ["logs", "script", "view", ...(terminal ? ["terminal"] : [])];
 let currentTab = sessionStorage.getItem("aikore-tab") || "logs";
 
 function showTab(name, focus = false) {
@@ -53,6 +58,7 @@ function refreshDetail() {
   logs.attach(inst);
   if (currentTab === "script") editor.load(inst);
   updateView(inst);
+  if (terminal) terminal.attach(inst, currentTab === "terminal");
 }
 
 let framedUrl = null;
@@ -220,6 +226,7 @@ document.addEventListener("keydown", (event) => {
     1: () => showTab("logs"),
     2: () => showTab("script"),
     3: () => showTab("view"),
+    4: () => (terminal ? showTab("terminal") : false),
     "/": () => { showTab("logs"); $("#log-search").focus(); },
     f: () => logs.setFollow(!logs.following),
     t: toggleTheme,
