@@ -201,7 +201,7 @@ _aikore_pythons() {
 _aikore_remove_env() {
     local env="$1"
     [[ -f "$env/pyvenv.cfg" ]] || aikore_die "$env is not a Python environment; not deleting it"
-    rm -rf -- "$env"
+    rm -rf -- "$env"  # aikore-lint: allow rm (only a folder holding pyvenv.cfg: the instance's environment)
 }
 
 # aikore_env_create — create the instance's environment in $AIKORE_ENV_DIR with uv, with Python
