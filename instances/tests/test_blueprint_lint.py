@@ -112,3 +112,33 @@ def test_header_values_are_checked(tmp_path) -> None:
     path.write_text("# aikore.vram: a lot\n# aikore.homepage: ftp://x\n# aikore.description: " + "x" * 600 + "\n")
     bp = blueprints.load_blueprint(path, custom=True)
     assert (bp.vram, bp.vram_gb, bp.homepage, bp.description) == ("", None, "", "") and len(bp.problems) == 3
+
+
+@pytest.mark.django_db
+def test_the_lint_command(tmp_path, settings) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("lint_blueprints", "comfyui", "demo-webui", stdout=out)
+    assert "comfyui: ok" in out.getvalue() and "demo-webui: ok" in out.getvalue()
+    settings.CUSTOM_BLUEPRINTS_DIR = tmp_path
+    (tmp_path / "bad-one.sh").write_text("# aikore.ready: none\neval \"$AIKORE_LAUNCH_ARGS\"\n")
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 of 1 blueprints have problems"):
+        call_command("lint_blueprints", "bad-one", stdout=out)
+    assert "line 2: eval runs text as code" in out.getvalue()
+    with pytest.raises(CommandError, match="Unknown blueprint"):
+        call_command("lint_blueprints", "nope")
+
+
+def test_the_readme_lists_every_stock_app() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Apps"):readme.index("## Ports and origins")]
+    for bp_id in STOCK_APPS:
+        bp = blueprints.get_blueprint(bp_id)
+        row = next((line for line in table.splitlines() if f"(`{bp_id}`" in line), "")
+        assert row, f"README's apps table has no row for {bp_id}"
+        assert bp.vram.split(" (")[0] in row, f"{bp_id}: the README's GPU memory differs from the blueprint's"
+        assert bp.category.lower() in row, bp_id

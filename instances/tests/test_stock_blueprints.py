@@ -28,7 +28,7 @@ from instances.blueprints import Blueprint, get_blueprint
 from instances.models import Instance, InstanceStatus
 from instances.tests import appfixtures
 from instances.tests.appfixtures import fakeapp
-from instances.tests.helpers import wait_for, wait_status
+from instances.tests.helpers import custom_blueprint, wait_for, wait_status
 from instances.tests.wheels import TORCH_VERSION, git
 from proxy.tests.helpers import app_client, apps_url, grant_app_access, public_url
 
@@ -369,3 +369,25 @@ def test_every_stock_app_has_a_test_and_a_spec():
     assert {a.replace("_", "-") for a in apps} <= tested, apps
     stock = {p.stem for p in (appfixtures.REPO_ROOT / "blueprints").glob("*.sh")}
     assert apps <= stock and len(apps) >= 12
+
+
+def test_a_missing_toolchain_fails_the_install_at_a_step_naming_it(live):
+    """What AI Toolkit and SwarmUI do when Node.js or the .NET SDK is missing or too old: the install
+    stops at its check, the instance is failed (no crash restarts) and says what to install."""
+    bp = custom_blueprint("needs-dotnet", """#!/usr/bin/env bash
+# aikore.name: Needs a newer .NET (test)
+# aikore.kind: test
+# aikore.python: 3
+set -euo pipefail
+source "$AIKORE_HOME/blueprints/functions.sh"
+install() {
+    aikore_require_dotnet 99
+}
+aikore_install install
+aikore_exec sleep 100
+""")
+    instance = Instance.objects.create_instance(name="Stock toolchain", blueprint=bp)
+    instance.start()
+    wait_status(instance, InstanceStatus.FAILED, timeout=60)
+    assert "Install step 'checking for the .NET 99 SDK' failed" in instance.error_message, instance.error_message
+    assert "install the .NET 99 SDK (Microsoft's package dotnet-sdk-99.0" in instance.error_message
