@@ -24,7 +24,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TORCH_NAMES = ("torch", "torchvision", "torchaudio")
 
 
 class SpecError(Exception):
@@ -394,11 +393,14 @@ def serve(spec: dict, args: dict, argv: list[str]) -> None:
         "imports": {name: importable(name) for name in spec.get("imports", [])}, "requests": [],
     }
     address = "127.0.0.1" if host == "localhost" else host
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    ThreadingHTTPServer.address_family = family
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        daemon_threads = True
+
     for attempt in range(10 if bind.get("port_moves_if_busy") else 1):
         try:
-            server = ThreadingHTTPServer((address, port + attempt), None)
+            server = Server((address, port + attempt), None)
             break
         except OSError as exc:
             if attempt == (9 if bind.get("port_moves_if_busy") else 0):
