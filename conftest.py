@@ -178,3 +178,34 @@ def _clear_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+_LINTED: dict[str, list[str]] = {}  # blueprint text hash -> its lint problems (each text linted once)
+
+
+@pytest.fixture(autouse=True)
+def _lint_custom_blueprints() -> Iterator[None]:
+    """Every blueprint a test writes into the custom blueprints folder passes the blueprint lint
+    (instances/blueprintlint.py), like the stock ones (instances/tests/test_blueprint_lint.py): a
+    test that wrote one that does not fails at its teardown, naming the file and the problems."""
+    yield
+    import hashlib
+
+    from instances.blueprintlint import lint_text
+
+    directory = Path(settings.CUSTOM_BLUEPRINTS_DIR)
+    if not directory.is_dir():
+        return
+    failures = []
+    for path in sorted(directory.glob("*.sh")):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key not in _LINTED:
+            _LINTED[key] = lint_text(text)
+        if _LINTED[key]:
+            failures.append(f"{path.name}: " + "; ".join(_LINTED[key]))
+    if failures:
+        pytest.fail("custom blueprints written by this test fail the blueprint lint:\n" + "\n".join(failures))

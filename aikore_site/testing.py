@@ -41,6 +41,23 @@ _WHEELS = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-wheels")
 os.environ.setdefault("AIKORE_TORCH_INDEX_BASE", f"file://{_WHEELS}/torch")
 os.environ.setdefault("UV_INDEX_URL", f"file://{_WHEELS}/simple")
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+# The stock blueprints clone from GitHub: in tests every https://github.com/<owner>/<repo> is a local
+# fixture repository under test-repos/github.com/ (instances/tests/appfixtures builds them), through
+# git's own configuration in the environment, which reaches the blueprints unchanged. Submodules of
+# local repositories need the file protocol. Programs this machine lacks (the .NET SDK, ffmpeg) get
+# stand-ins in test-bin/, first on PATH (only those missing are created).
+_GIT_CONFIG = {
+    f"url.{os.path.join(os.environ['AIKORE_DATA_DIR'], 'test-repos', 'github.com')}/.insteadOf": "https://github.com/",
+    "protocol.file.allow": "always",
+}
+if "AIKORE_TEST_GIT_CONFIG" not in os.environ:
+    _count = int(os.environ.get("GIT_CONFIG_COUNT") or 0)
+    for _key, _value in _GIT_CONFIG.items():
+        os.environ[f"GIT_CONFIG_KEY_{_count}"], os.environ[f"GIT_CONFIG_VALUE_{_count}"] = _key, _value
+        _count += 1
+    os.environ["GIT_CONFIG_COUNT"] = str(_count)
+    os.environ["AIKORE_TEST_GIT_CONFIG"] = "1"
+    os.environ["PATH"] = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-bin") + os.pathsep + os.environ.get("PATH", "")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

@@ -24,7 +24,8 @@ fi
 colours=(31 32 33 34 35 36)
 
 coloured_line() {
-    local n="$1" colour="${colours[$(( (n / 10) % ${#colours[@]} ))]}"
+    local n="$1"
+    local colour="${colours[$(( (n / 10) % ${#colours[@]} ))]}"
     printf '\033[1;%sm== colour check after line %s ==\033[0m \033[2mdim\033[0m \033[4munderline\033[0m\n' "$colour" "$n"
 }
 

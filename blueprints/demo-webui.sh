@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # aikore.name: Demo WebUI
-# aikore.category: Demo
+# aikore.category: Tools
 # aikore.description: Tiny built-in web app (HTML page, websocket echo, SSE clock) for trying AiKore without a GPU.
+# aikore.vram: none
+# aikore.downloads: nothing
 # aikore.ready: http /
 # aikore.ready_timeout: 60
 #
@@ -13,6 +15,6 @@ AIKORE_HOME="${AIKORE_HOME:-$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pw
 source "$AIKORE_HOME/blueprints/functions.sh"
 
 aikore_log "demo WebUI for instance '${INSTANCE_NAME:-?}' on port ${WEBUI_PORT:?WEBUI_PORT is not set}"
-# AIKORE_LAUNCH_ARGS is split on whitespace on purpose (no globbing, no eval), e.g. "--host 127.0.0.1".
-IFS=$' \t\n' read -r -d '' -a launch_args <<< "${AIKORE_LAUNCH_ARGS:-}" || true
-aikore_exec "${AIKORE_PYTHON:-python3}" "$AIKORE_HOME/blueprints/demo_webui.py" "${launch_args[@]}"
+# The instance's launch arguments, split like a shell would but never evaluated, e.g. "--host 127.0.0.1".
+aikore_launch_args
+aikore_exec "${AIKORE_PYTHON:-python3}" "$AIKORE_HOME/blueprints/demo_webui.py" "${AIKORE_ARGS[@]}"

@@ -201,7 +201,7 @@ _aikore_pythons() {
 _aikore_remove_env() {
     local env="$1"
     [[ -f "$env/pyvenv.cfg" ]] || aikore_die "$env is not a Python environment; not deleting it"
-    rm -rf -- "$env"
+    rm -rf -- "$env"  # aikore-lint: allow rm (only a folder holding pyvenv.cfg: the instance's environment)
 }
 
 # aikore_env_create — create the instance's environment in $AIKORE_ENV_DIR with uv, with Python
@@ -275,6 +275,23 @@ aikore_pip_install() {
 # e.g. pinned versions) together from the wheel index of the instance's torch variant
 # ($AIKORE_TORCH_INDEX_URL), then pin what was installed for every later aikore_pip_install. A
 # changed variant reinstalls the trio.
+# aikore_pip_uninstall PACKAGE... — remove PACKAGEs from the instance's environment (those not
+# installed are skipped), e.g. one build of a package before installing another of the same module.
+aikore_pip_uninstall() {
+    (( $# )) || aikore_die "usage: aikore_pip_uninstall PACKAGE..."
+    _aikore_need_env
+    local name present=()
+    for name in "$@"; do
+        if _aikore_uv pip show --python "$AIKORE_ENV_DIR/bin/python" "$name" >/dev/null 2>&1; then
+            present+=("$name")
+        fi
+    done
+    (( ${#present[@]} )) || return 0
+    aikore_step "removing ${present[*]}"
+    _aikore_uv pip uninstall --python "$AIKORE_ENV_DIR/bin/python" "${present[@]}"
+}
+
+# shellcheck disable=SC2120  # the PACKAGEs are optional
 aikore_install_torch() {
     _aikore_need_env
     local index="${AIKORE_TORCH_INDEX_URL:?AIKORE_TORCH_INDEX_URL is not set}" env="$AIKORE_ENV_DIR"
@@ -415,6 +432,20 @@ aikore_git_sync() {
     fi
 }
 
+# aikore_git_submodules DIR — check out the git submodules of the checkout in DIR at the commits it
+# names (cloning them the first time), e.g. Kohya_ss's sd-scripts. git refuses, and the step fails,
+# rather than overwrite local edits inside a submodule.
+aikore_git_submodules() {
+    local dir="${1:?usage: aikore_git_submodules DIR}" out
+    [[ -f "$dir/.gitmodules" ]] || return 0
+    aikore_step "checking out the git submodules"
+    if ! out="$(git -C "$dir" submodule update --init --recursive 2>&1)"; then
+        printf '%s\n' "$out" >&2
+        aikore_die "checking out the git submodules of $dir failed (see above; offline?)"
+    fi
+    [[ -z "$out" ]] || printf '%s\n' "$out" >&2
+}
+
 # --- shared models --------------------------------------------------------------------------------
 # The layout of $AIKORE_MODELS_DIR is instances/sharedmodels.py's LAYOUT (created at every start).
 # Configure the app to read it where it can (aikore_comfyui_model_paths, Forge's --ckpt-dir
@@ -449,6 +480,8 @@ aikore_comfyui_model_paths() {
         printf '# Written by AiKore at every start (aikore_comfyui_model_paths): the shared models folder.\n'
         printf 'aikore:\n'
         printf "    base_path: '%s'\n" "${base//\'/\'\'}"
+        # The shared folders come first and receive downloads (ComfyUI-Manager's model installs).
+        printf '    is_default: true\n'
         printf '    checkpoints: checkpoints\n'
         printf '    text_encoders: |\n        text_encoders\n        clip\n'
         printf '    clip_vision: clip_vision\n'
@@ -475,7 +508,7 @@ _aikore_glob_escape() {
     for (( i = 0; i < ${#s}; i++ )); do
         c="${s:i:1}"
         case "$c" in
-            '['|']'|'*'|'?'|'\'|'!'|'#'|' ') out+="\\$c" ;;
+            '['|']'|'*'|'?'|\\|'!'|'#'|' ') out+="\\$c" ;;
             *) out+="$c" ;;
         esac
     done
@@ -552,16 +585,215 @@ aikore_link_models() {
     aikore_git_exclude "$dest"
 }
 
+# --- outputs, app settings, ports -----------------------------------------------------------------
+
+# aikore_link_outputs DEST — make DEST (a folder in the app's checkout where it writes its outputs,
+# for apps with no option for it) a link to $INSTANCE_OUTPUT_DIR. A missing or empty DEST becomes
+# the link; a link AiKore made into the outputs folder follows the instance's output folder when it
+# changed; anything else (a folder with files, a link elsewhere) is left as it is, with a warning.
+# A satellite keeps its parent's link: it writes to its parent's output folder.
+aikore_link_outputs() {
+    local dest="${1:?usage: aikore_link_outputs DEST}" out target
+    out="$(aikore_output_dir)"
+    dest="${dest%/}"
+    if [[ -L "$dest" ]]; then
+        target="$(readlink -- "$dest")"
+        if [[ "$target" == "$out" ]]; then
+            return 0
+        elif [[ -n "${AIKORE_SATELLITE_OF:-}" ]]; then
+            aikore_log "note: $dest links to $target: as a satellite of $AIKORE_SATELLITE_OF this instance writes its outputs there"
+            return 0
+        elif [[ -n "${AIKORE_DATA_DIR:-}" && "$target" == "${AIKORE_DATA_DIR%/}/outputs/"* ]]; then
+            ln -sfn -- "$out" "$dest"  # our link; the instance's output folder changed
+            aikore_log "linked $dest -> $out (was $target)"
+            return 0
+        fi
+        aikore_log "warning: $dest links to $target, not to this instance's output folder $out; leaving it as it is"
+        return 0
+    elif [[ -d "$dest" ]]; then
+        if [[ -n "$(ls -A -- "$dest")" ]]; then
+            aikore_log "warning: $dest holds files, so the app keeps writing there, not to $out (move them to $out and remove the folder to change that)"
+            return 0
+        fi
+        rmdir -- "$dest"
+    elif [[ -e "$dest" ]]; then
+        aikore_die "$dest exists and is not a folder; not replacing it"
+    fi
+    mkdir -p -- "$(dirname -- "$dest")"
+    ln -s -- "$out" "$dest"
+    aikore_git_exclude "$dest"
+    aikore_log "linked $dest -> $out"
+}
+
+# aikore_json_defaults FILE KEY VALUE [KEY VALUE...] — set KEYs in the JSON object in FILE (an
+# app's settings file) to the string VALUEs, only where the key is missing: the user's own
+# settings always win. A KEY ending in [] takes a one-element list, e.g. path_checkpoints[] DIR.
+# A FILE that is not a JSON object is left alone (with a warning). Written atomically; a FILE it
+# creates in a git checkout goes into the checkout's .git/info/exclude.
+aikore_json_defaults() {
+    local file="${1:?usage: aikore_json_defaults FILE KEY VALUE...}" python=python3 existed=""
+    shift
+    [[ -e "$file" ]] && existed=1
+    (( $# % 2 == 0 && $# > 0 )) || aikore_die "usage: aikore_json_defaults FILE KEY VALUE [KEY VALUE...]"
+    [[ -x "${AIKORE_ENV_DIR:-}/bin/python" ]] && python="$AIKORE_ENV_DIR/bin/python"
+    "$python" -I -c '
+import json, os, sys
+path, pairs = sys.argv[1], sys.argv[2:]
+try:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+except FileNotFoundError:
+    data = {}
+except ValueError as exc:
+    print(f"[aikore] warning: {path} is not valid JSON ({exc}); not changing it", file=sys.stderr)
+    sys.exit(0)
+if not isinstance(data, dict):
+    print(f"[aikore] warning: {path} is not a JSON object; not changing it", file=sys.stderr)
+    sys.exit(0)
+added = []
+for key, value in zip(pairs[::2], pairs[1::2]):
+    if key.endswith("[]"):
+        key, value = key[:-2], [value]
+    if key not in data:
+        data[key] = value
+        added.append(key)
+if added:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=4)
+    os.replace(tmp, path)
+    print(f"[aikore] {path}: set " + ", ".join(added), file=sys.stderr)
+' "$file" "$@"
+    if [[ -z "$existed" && -f "$file" ]]; then
+        aikore_git_exclude "$file"
+    fi
+}
+
+# aikore_port_free [PORT] — fail unless nothing listens on 127.0.0.1:PORT (default $WEBUI_PORT), for
+# apps that silently move to another port when theirs is taken (AiKore would then wait in vain).
+# shellcheck disable=SC2120  # PORT is optional
+aikore_port_free() {
+    local port="${1:-${WEBUI_PORT:-}}"
+    [[ "$port" =~ ^[0-9]{1,5}$ ]] || aikore_die "aikore_port_free: no port given (WEBUI_PORT is not set)"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        aikore_die "port $port is already in use by another program, and this app would quietly move to another port: stop that program or give this instance another port"
+    fi
+}
+
+# aikore_hf_cache — share the Hugging Face download cache between instances: HF_HUB_CACHE becomes
+# $AIKORE_MODELS_DIR/huggingface (unless HF_HOME or HF_HUB_CACHE is already set).
+aikore_hf_cache() {
+    if [[ -z "${HF_HOME:-}" && -z "${HF_HUB_CACHE:-}" ]]; then
+        HF_HUB_CACHE="$(aikore_models_dir huggingface)"
+        export HF_HUB_CACHE
+    fi
+}
+
+# --- tools besides Python -------------------------------------------------------------------------
+# Apps that build with Node.js or .NET check for them in their install (an aikore_step first, so a
+# missing tool fails the install at a step that says what to install). AiKore never downloads them.
+
+# _aikore_version_ge HAVE WANT — is version HAVE >= WANT (dotted numbers)?
+_aikore_version_ge() {
+    [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]
+}
+
+# aikore_require_node MIN — Node.js >= MIN and npm on PATH, or fail saying what to install.
+aikore_require_node() {
+    local want="${1:?usage: aikore_require_node MIN_VERSION}" have
+    aikore_step "checking for Node.js >= $want and npm"
+    local how="install Node.js $want or newer with npm (e.g. Debian 13: apt-get install nodejs npm; older systems: the NodeSource packages), then start again"
+    command -v node >/dev/null 2>&1 || aikore_die "Node.js is not installed: $how"
+    have="$(node --version 2>/dev/null)" || aikore_die "'node --version' failed: $how"
+    have="${have#v}"
+    _aikore_version_ge "$have" "$want" || aikore_die "Node.js $have is too old (>= $want needed): $how"
+    command -v npm >/dev/null 2>&1 || aikore_die "npm is not installed (Node.js $have is): $how"
+    aikore_log "Node.js $have, npm $(npm --version 2>/dev/null || echo '?')"
+}
+
+# aikore_require_dotnet MAJOR — a .NET SDK of version MAJOR or newer, or fail saying what to install.
+aikore_require_dotnet() {
+    local want="${1:?usage: aikore_require_dotnet MAJOR}" line version best=""
+    aikore_step "checking for the .NET $want SDK"
+    local how="install the .NET $want SDK (Microsoft's package dotnet-sdk-$want.0: https://learn.microsoft.com/dotnet/core/install/linux), then start again"
+    command -v dotnet >/dev/null 2>&1 || aikore_die "the .NET SDK is not installed ('dotnet' is not on PATH): $how"
+    while IFS= read -r line; do
+        version="${line%% *}"
+        if [[ "$version" =~ ^[0-9]+\.[0-9]+ ]] && _aikore_version_ge "$version" "$want"; then
+            best="$version"
+        fi
+    done < <(dotnet --list-sdks 2>/dev/null || true)
+    [[ -n "$best" ]] || aikore_die "no .NET SDK $want or newer found ('dotnet --list-sdks' lists: $(dotnet --list-sdks 2>/dev/null | cut -d' ' -f1 | paste -sd' ' - || true)): $how"
+    aikore_log ".NET SDK $best"
+}
+
+# aikore_require_commands CMD... — each CMD on PATH, or fail naming the missing ones (e.g. ffmpeg).
+aikore_require_commands() {
+    local cmd missing=()
+    aikore_step "checking for $*"
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
+    (( ${#missing[@]} == 0 )) || aikore_die "missing programs: ${missing[*]} (Debian: apt-get install ${missing[*]}; ffprobe comes with ffmpeg)"
+}
+
+# aikore_node_loopback — make every Node.js server this app starts listen on 127.0.0.1 only, for
+# apps that listen on all interfaces with no option (ai-toolkit): NODE_OPTIONS preloads
+# blueprints/node-loopback.cjs in every Node process the app runs (cluster workers included).
+aikore_node_loopback() {
+    local preload="$AIKORE_HOME/blueprints/node-loopback.cjs"
+    [[ -f "$preload" ]] || aikore_die "$preload is missing"
+    [[ "$preload" != *[\"\\]* ]] || aikore_die "AiKore's path has a quote or a backslash; Node can't preload from it: $preload"
+    # Node parses NODE_OPTIONS itself: the double quotes are for Node (a path with blanks), not bash.
+    # shellcheck disable=SC2089,SC2090
+    NODE_OPTIONS="--require \"$preload\"${NODE_OPTIONS:+ $NODE_OPTIONS}"
+    # shellcheck disable=SC2090
+    export NODE_OPTIONS
+}
+
 # --- launching ------------------------------------------------------------------------------------
+
+# aikore_launch_args — split $AIKORE_LAUNCH_ARGS (the instance's "Launch arguments") into the array
+# AIKORE_ARGS: words separated by blanks, with '...', "..." and \ grouping as in a shell, but never
+# evaluated (no variables, globs, commands or redirections), e.g.
+#     aikore_launch_args
+#     aikore_exec "$AIKORE_ENV_DIR/bin/python" main.py --port "$WEBUI_PORT" "${AIKORE_ARGS[@]}"
+# Unbalanced quotes fail the start with a message (an empty argument at the very end is dropped).
+aikore_launch_args() {
+    AIKORE_ARGS=()
+    [[ -n "${AIKORE_LAUNCH_ARGS//[[:space:]]/}" ]] || return 0
+    local out
+    # xargs splits the way a shell does (quotes, backslashes) and does nothing else.
+    if ! out="$(printf '%s' "$AIKORE_LAUNCH_ARGS" | xargs -r printf '%s\036' 2>/dev/null)"; then
+        aikore_die "the launch arguments have an unbalanced quote: $AIKORE_LAUNCH_ARGS"
+    fi
+    # shellcheck disable=SC2034  # AIKORE_ARGS is the caller's
+    mapfile -t -d $'\036' AIKORE_ARGS < <(printf '%s' "$out")
+}
+
+# aikore_background CMD [ARG...] — start a helper process beside the app (e.g. a job worker); call
+# it before aikore_exec, which then watches both: when either exits, the other is stopped and the
+# instance ends (a helper that exits counts as a crash). Skipped in an install-only run.
+_AIKORE_BACKGROUND=()
+aikore_background() {
+    [[ $# -gt 0 ]] || aikore_die "usage: aikore_background CMD [ARG...]"
+    [[ -z "${AIKORE_INSTALL_ONLY:-}" ]] || return 0
+    local quoted
+    quoted="$(printf '%q ' "$@")"
+    aikore_log "background: ${quoted% }"
+    "$@" &
+    _AIKORE_BACKGROUND+=("$!")
+}
 
 # aikore_exec CMD [ARG...] — log the command line, tell AiKore the install is over (its readiness
 # timeout starts now), then replace the shell with CMD (the app keeps the PID supervisord watches,
 # and receives its signals directly). In an install-only run (update/rebuild of a stopped instance)
-# it exits 0 instead.
+# it exits 0 instead. With helpers started by aikore_background, the shell stays and watches them.
 aikore_exec() {
     [[ $# -gt 0 ]] || aikore_die "usage: aikore_exec CMD [ARG...]"
     if [[ -n "${AIKORE_INSTALL_ONLY:-}" ]]; then
-        _aikore_phase done
+        _aikore_phase "done"
         aikore_log "install finished; not launching (install-only run)"
         exit 0
     fi
@@ -569,5 +801,17 @@ aikore_exec() {
     local quoted
     quoted="$(printf '%q ' "$@")"
     aikore_log "exec: ${quoted% }"
-    exec "$@"
+    if (( ${#_AIKORE_BACKGROUND[@]} == 0 )); then
+        exec "$@"
+    fi
+    "$@" &
+    local app=$! done_pid="" status=0
+    wait -n -p done_pid "$app" "${_AIKORE_BACKGROUND[@]}" || status=$?
+    if [[ "$done_pid" != "$app" ]]; then
+        aikore_log "the background process $done_pid exited (status $status): stopping the app"
+        (( status != 0 )) || status=1
+    fi
+    kill -TERM "$app" "${_AIKORE_BACKGROUND[@]}" 2>/dev/null || true
+    wait || true
+    exit "$status"
 }

@@ -14,6 +14,10 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.python: 3.12              (the Python version of the instance's environment)
     # aikore.torch: yes                (installs PyTorch: the instance's torch variant applies)
     # aikore.proxy: strip              (strip, keep or origin: see README "Blueprint metadata")
+    # aikore.vram: 8 GB (4 GB with --lowvram)   (rough GPU memory need: "<n> GB ..." or "none")
+    # aikore.homepage: https://github.com/Comfy-Org/ComfyUI
+    # aikore.downloads: nothing at start (models on demand)   (what the first start fetches)
+    # aikore.requires: Node.js >= 20.9   (tools besides Python the install needs)
 
 Every key is declared once in HEADER_KEYS (its parser and default): adding a key is one line
 there plus its field on Blueprint. A value a parser refuses, or an unknown key, is reported in
@@ -34,12 +38,19 @@ HEADER_RE = re.compile(r"^#\s*aikore\.([a-z_]+)\s*:\s*(.*?)\s*$")
 MAX_SCRIPT_BYTES = 256 * 1024
 
 KINDS = ("app", "library", "test")
+# The catalogue's categories, in display order. Other names are allowed (custom blueprints) and
+# listed after these; a known name in another case is normalised ("image" -> "Image").
+CATEGORIES = ("Image", "Video", "Training", "Audio", "LLM", "Tools")
 PROXY_MODES = ("strip", "keep", "origin")
 # A git source: a URL git understands, or an absolute path (a local mirror); never an option.
 GIT_URL_RE = re.compile(r"((https?|git|ssh|file)://|[A-Za-z0-9_.\-]+@[A-Za-z0-9_.\-]+:|/)[A-Za-z0-9_.~:/%@+=\-]*")
 # A branch, tag or commit as `git check-ref-format` allows, minus what could read as an option.
 GIT_REF_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/\-]{0,199}")
 PYTHON_VERSION_RE = re.compile(r"3(\.\d{1,2}){0,2}")
+# "none" (no GPU needed) or "<n> GB" followed by free text, e.g. "12 GB (8 GB with --lowvram)".
+VRAM_RE = re.compile(r"(?i:none)\b.{0,100}|(\d{1,3}(?:\.\d{1,2})?) ?GB\b.{0,100}")
+HOMEPAGE_RE = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9_.~:/%@+=&?#!,;\-]*)?")
+MAX_TEXT = 500
 
 
 class BlueprintNotFound(LookupError):
@@ -51,6 +62,30 @@ class BadValue(ValueError):
 
 
 def _text(value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise BadValue(f"is longer than {MAX_TEXT} characters")
+    return value
+
+
+def _category(value: str) -> str:
+    value = _text(value)
+    for known in CATEGORIES:
+        if value.lower() == known.lower():
+            return known
+    return value
+
+
+def _vram(value: str) -> tuple[str, float | None]:
+    """'12 GB (8 GB with --lowvram)' -> (the text, 12.0); 'none' -> ('none', 0.0)."""
+    match = VRAM_RE.fullmatch(value)
+    if not match:
+        raise BadValue("must be 'none' or start with a size like '8 GB'")
+    return value, float(match.group(1)) if match.group(1) else 0.0
+
+
+def _homepage(value: str) -> str:
+    if value and (len(value) > 300 or not HOMEPAGE_RE.fullmatch(value)):
+        raise BadValue("must be an http(s) URL")
     return value
 
 
@@ -111,7 +146,7 @@ def parse_ready(value: str) -> tuple[str, str]:
 # key -> (Blueprint field(s) it fills, parser, default). One line per key.
 HEADER_KEYS: dict[str, tuple[str | tuple[str, ...], Callable[[str], object], object]] = {
     "name": ("name", _text, None),
-    "category": ("category", _text, None),
+    "category": ("category", _category, None),
     "description": ("description", _text, ""),
     "kind": ("kind", _choice(*KINDS), "app"),
     "ready": (("ready", "ready_path"), parse_ready, ("tcp", "")),
@@ -121,6 +156,10 @@ HEADER_KEYS: dict[str, tuple[str | tuple[str, ...], Callable[[str], object], obj
     "python": ("python_version", _matching(PYTHON_VERSION_RE, "Python version like 3.12"), ""),
     "torch": ("torch", _yes_no, False),
     "proxy": ("proxy_mode", _choice(*PROXY_MODES), "strip"),
+    "vram": (("vram", "vram_gb"), _vram, ("", None)),
+    "homepage": ("homepage", _homepage, ""),
+    "downloads": ("downloads", _text, ""),
+    "requires": ("requires", _text, ""),
 }
 
 
@@ -141,6 +180,11 @@ class Blueprint:
     python_version: str = ""
     torch: bool = False
     proxy_mode: str = "strip"  # "strip" the /instance/<slug> prefix, "keep" it, or own "origin"
+    vram: str = ""  # rough GPU memory need, as written ("12 GB (8 GB with --lowvram)", "none")
+    vram_gb: float | None = None  # its first number (0 for "none"), for sorting
+    homepage: str = ""
+    downloads: str = ""  # what the first start downloads (weights, toolchains)
+    requires: str = ""  # what the install needs besides Python (Node.js, .NET SDK, ffmpeg)
     problems: tuple[str, ...] = field(default=())
 
     @property

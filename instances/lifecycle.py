@@ -286,6 +286,9 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
         return
     bp = instance.metadata()
     kind, path = (bp.ready, bp.ready_path) if bp else ("tcp", "")
+    if bp and kind == "http" and bp.proxy_mode == "keep":
+        # An app that mounts itself under the prefix answers there (and redirects the rest).
+        path = instance.url_path.rstrip("/") + path
     timeout = (bp.ready_timeout if bp and bp.ready_timeout else None) or settings.AIKORE_READY_TIMEOUT
     # A blueprint that installs and has no readiness check is ready once it says it launches.
     needs_launch_report = kind == "none" and bool(bp and bp.installs) and instance.parent_id is None

@@ -155,6 +155,11 @@ class BlueprintOut(Schema):
     python_version: str
     torch: bool
     proxy_mode: str = Field(description="strip (the /instance/<slug> prefix), keep it, or origin (a port of its own).")
+    vram: str = Field(description="Rough GPU memory need as the blueprint states it, e.g. '12 GB (8 GB with --lowvram)', 'none'.")
+    vram_gb: float | None = Field(description="The first number of vram in GB (0 for 'none'; null when not stated).")
+    homepage: str = Field(description="The app's home page.")
+    downloads: str = Field(description="What the app downloads at its first start (weights, tools), with sizes.")
+    requires: str = Field(description="What the install needs besides Python (e.g. Node.js, .NET SDK, ffmpeg).")
     problems: list[str] = Field(description="Header lines that were ignored, and why.")
 
 

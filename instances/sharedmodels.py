@@ -36,6 +36,7 @@ LAYOUT: dict[str, str] = {
     "gligen": "GLIGEN models",
     "photomaker": "PhotoMaker models",
     "llm": "language models used by nodes and tools",
+    "huggingface": "the Hugging Face download cache shared by apps that fetch models by name (HF_HUB_CACHE)",
 }
 
 README = "# Shared models\n\nEvery AiKore instance sees these folders:\n\n" + "".join(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy), git (apps'
 # code), tmux (keeps each instance's browser terminal alive between connections) and, for the tests,
-# chromium (Playwright drives it) and redis-server (the AIKORE_REDIS_URL path is tested against a
-# throwaway redis-server the test starts itself). As root it uses apt-get; otherwise it says what to run.
+# chromium (Playwright drives it), redis-server (the AIKORE_REDIS_URL path is tested against a
+# throwaway redis-server the test starts itself) and shellcheck (every blueprint is linted). As root
+# it uses apt-get; otherwise it says what to run.
 set -euo pipefail
 
 mode="${1:-run}"
@@ -15,6 +16,7 @@ command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if [ "$mode" = test ]; then
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+    command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
     command -v Xvnc >/dev/null 2>&1 || true
 fi
 [ ${#need[@]} -eq 0 ] && exit 0

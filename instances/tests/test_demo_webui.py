@@ -144,12 +144,14 @@ def test_blueprint_headers(script: Path) -> None:
 
 
 def test_demo_blueprint_header() -> None:
-    head = (BLUEPRINTS / "demo-webui.sh").read_text().splitlines()[1:6]
+    head = (BLUEPRINTS / "demo-webui.sh").read_text().splitlines()[1:8]
     assert head == [
         "# aikore.name: Demo WebUI",
-        "# aikore.category: Demo",
+        "# aikore.category: Tools",
         ("# aikore.description: Tiny built-in web app (HTML page, websocket echo, SSE clock) for trying AiKore"
          " without a GPU."),
+        "# aikore.vram: none",
+        "# aikore.downloads: nothing",
         "# aikore.ready: http /",
         "# aikore.ready_timeout: 60",
     ]
@@ -386,7 +388,8 @@ def test_comfyui_model_paths_names_only_shared_folders(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     assert lines[1] == "aikore:" and lines[2] == f"    base_path: '{tmp_path / 'm'}'"
-    folders = [part.strip() for line in lines[3:] for part in [line.split(":", 1)[-1]] if part.strip() != "|"]
+    assert lines[3] == "    is_default: true"  # the shared folders first, and ComfyUI's downloads go there
+    folders = [part.strip() for line in lines[4:] for part in [line.split(":", 1)[-1]] if part.strip() != "|"]
     assert folders and set(folders) <= set(LAYOUT), set(folders) - set(LAYOUT)
 
 

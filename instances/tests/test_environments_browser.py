@@ -43,7 +43,7 @@ def test_install_progress_form_fields_and_delete_dialog(page, live, wheels, upst
     # New instances are made from apps only: no library, no test script.
     page.click("#new-instance")
     expect(page.locator("#f-parent option", has_text="Env Browser")).to_have_count(1)  # the form is filled
-    options = page.locator("#f-blueprint option").evaluate_all("os => os.map(o => o.value)")
+    options = page.locator("#bp-list input[name=bp-choice]").evaluate_all("xs => xs.map(x => x.value)")
     assert "demo-webui" in options and "functions" not in options and "99-test-logs" not in options
     page.click("#form-cancel")
 

@@ -22,9 +22,11 @@ def _normalise(name: str) -> str:
 
 
 def make_wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = (),
-               files: dict[str, bytes] | None = None, payload_bytes: int = 0) -> Path:
+               files: dict[str, bytes] | None = None, payload_bytes: int = 0,
+               scripts: dict[str, str] | None = None) -> Path:
     """A pure-Python wheel `name` (importable as name with '-' -> '_') with `files` in its
-    package and, with payload_bytes, a data file of that size. Deflated, like real wheels."""
+    package and, with payload_bytes, a data file of that size. Deflated, like real wheels.
+    `scripts` are console scripts: {"command": "module:function"} (module inside the package)."""
     dist = name.replace("-", "_")
     package = {f"{dist}/__init__.py": f"__version__ = {version!r}\n".encode()}
     for path, data in (files or {}).items():
@@ -37,6 +39,9 @@ def make_wheel(directory: Path, name: str, version: str, requires: tuple[str, ..
     info = f"{dist}-{version}.dist-info"
     package[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
                                    + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode()
+    if scripts:
+        package[f"{info}/entry_points.txt"] = ("[console_scripts]\n" + "".join(
+            f"{command} = {dist}.{target}\n" for command, target in scripts.items())).encode()
     package[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: aikore-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, data in package.items():

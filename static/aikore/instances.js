@@ -4,6 +4,7 @@
 import { api, ApiError, ask, can, el, $, toast, reportError } from "./util.js";
 import { appUrl } from "./origins.js";
 import { installProgress, envActions, fillEnvFields, syncSatellite, envValues } from "./environments.js";
+import { Catalogue } from "./catalogue.js";
 
 const ACTIVE = ["starting", "running", "installing"];
 
@@ -222,11 +223,10 @@ export class InstanceForm {
   constructor(dialog) {
     this.dialog = dialog;
     this.form = $("#instance-form", dialog);
-    this.blueprints = [];
+    this.catalogue = new Catalogue($("#bp-catalogue", dialog), $("#f-blueprint", dialog), { onPick: (bp) => this.picked(bp) });
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
     $("#form-cancel", dialog).addEventListener("click", () => dialog.close());
-    $("#f-blueprint", dialog).addEventListener("change", () => this.describeBlueprint());
-    $("#f-parent", dialog).addEventListener("change", () => syncSatellite(this.form));
+    $("#f-parent", dialog).addEventListener("change", () => { syncSatellite(this.form); this.syncCatalogue(); });
     for (const radio of this.form.elements.port_mode) {
       radio.addEventListener("change", () => this.syncPortMode());
     }
@@ -247,7 +247,8 @@ export class InstanceForm {
       api("GET", "/blueprints").catch((err) => { reportError(err, "Blueprints unavailable"); return []; }),
       api("GET", "/system/gpus").catch(() => ({ available: false, reason: "GPU information unavailable.", gpus: [] })),
     ]);
-    this.fillBlueprints(blueprints, instance);
+    this.catalogue.fill(blueprints, instance ? instance.base_blueprint : "", Boolean(instance));
+    this.autoName = "";
     this.fillGpus(gpus, instance);
     fillEnvFields(this.form, instance, store.list());
     const f = this.form.elements;
@@ -264,31 +265,26 @@ export class InstanceForm {
     f.name.focus();
   }
 
-  fillBlueprints(blueprints, instance) {
-    this.blueprints = blueprints;
-    const select = $("#f-blueprint");
-    const groups = new Map();
-    // Only apps are offered (functions.sh is a library, test scripts are tests).
-    for (const bp of blueprints.filter((b) => (b.kind || "app") === "app")) {
-      const category = bp.category || "Other";
-      if (!groups.has(category)) groups.set(category, el("optgroup", { label: category }));
-      groups.get(category).append(el("option", { value: bp.id, title: bp.description || "" },
-        bp.name && bp.name !== bp.id ? `${bp.name} (${bp.id})` : bp.id));
-    }
-    select.replaceChildren(...[...groups.keys()].sort().map((k) => groups.get(k)));
-    if (instance) {
-      if (!blueprints.some((bp) => bp.id === instance.base_blueprint)) {
-        select.append(el("option", { value: instance.base_blueprint }, instance.base_blueprint));
-      }
-      select.value = instance.base_blueprint;
-    }
-    select.disabled = Boolean(instance); // an instance keeps its blueprint; edit its script instead
-    this.describeBlueprint();
+  // An app picked in the catalogue names a new instance while the name is empty (or still ours).
+  picked(bp) {
+    const f = this.form.elements;
+    f.python_version.placeholder = bp.python_version ? `the app's: ${bp.python_version}` : "any Python 3";
+    f.git_ref.placeholder = bp.git_ref ? `the app's: ${bp.git_ref}` : "the app's default branch";
+    const name = f.name;
+    if (this.instance || (name.value.trim() && name.value !== this.autoName)) return;
+    const taken = new Set(store.list().map((i) => i.name.toLowerCase()));
+    let candidate = bp.name || bp.id;
+    for (let n = 2; taken.has(candidate.toLowerCase()); n++) candidate = `${bp.name || bp.id} ${n}`;
+    name.value = this.autoName = candidate;
+    this.setError("name", "");
   }
 
-  describeBlueprint() {
-    const bp = this.blueprints.find((b) => b.id === $("#f-blueprint").value);
-    $("#bp-desc").textContent = bp ? [bp.description, bp.custom ? "(custom blueprint)" : ""].filter(Boolean).join(" ") : "";
+  // A satellite runs its parent's app: the catalogue shows that one, locked.
+  syncCatalogue() {
+    if (this.instance) return;
+    const parent = store.get(this.form.elements.parent.value);
+    if (parent) this.catalogue.select(parent.base_blueprint, false);
+    this.catalogue.setLocked(Boolean(parent));
   }
 
   fillGpus(info, instance) {
@@ -339,6 +335,11 @@ export class InstanceForm {
     this.clearErrors();
     const values = this.values();
     const f = this.form.elements;
+    if (!this.instance && !values.blueprint && !values.parent) {
+      this.setError("blueprint", "Pick an app in the catalogue.");
+      $("#bp-search").focus();
+      return;
+    }
     if (f.port_mode.value === "manual" && f.port.value.trim() === "") {
       this.setError("port", "Enter a port number or choose Automatic.");
       return;
@@ -358,6 +359,7 @@ export class InstanceForm {
         store.upsert(result.instance);
         toast(result.message || "Saved.", "ok");
       } else {
+        if (values.python_version === "") delete values.python_version; // empty: the blueprint's Python
         const created = await api("POST", "/instances", values);
         store.upsert(created);
         store.select(created.id);
