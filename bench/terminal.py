@@ -202,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # No instance is started: the range only keeps this stack's ports clear of other runs'.
-    with running_stack(AIKORE_INSTANCE_PORT_RANGE="35951-35999") as data_dir, contextlib.ExitStack() as sockets:
+    with running_stack(AIKORE_INSTANCE_PORT_RANGE="30601-30649") as data_dir, contextlib.ExitStack() as sockets:
         from django.conf import settings
         from django.contrib.auth import get_user_model
         from django.test import Client

@@ -77,7 +77,7 @@ def tls_stack(tmp_path) -> Iterator[tuple[ThrowawayStack, str]]:
     public = f"https://127.0.0.1:{port}"
     env = {"AIKORE_PUBLIC_URL": public, "AIKORE_TRUSTED_PROXIES": PROXY_SOURCE}
     with throwaway_stack(tmp_path, "tls-stack", env, admin_password="tls-admin-password",
-                         instance_port_range="36551-36560", bind=STACK_ADDRESS, port=port, apps_port=apps_port) as stack:
+                         instance_port_range="30551-30560", bind=STACK_ADDRESS, port=port, apps_port=apps_port) as stack:
         servers = "".join(SERVER.format(port=p, dir=proxy_dir, stack=STACK_ADDRESS, source=PROXY_SOURCE)
                           for p in (port, apps_port))
         user = "user root;" if os.geteuid() == 0 else ""

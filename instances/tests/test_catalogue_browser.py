@@ -86,6 +86,10 @@ def test_pick_comfyui_from_the_catalogue(page, live):  # noqa: F811
     # Editing shows the instance's app alone, not changeable.
     row_for(page, "ComfyUI").locator("td.name").click()
     page.click("#detail-edit")
+    # The dialog opens at once and fills in after fetching the blueprints: wait for the filled form
+    # (the search box is hidden while the dialog is still closed too, so it proves nothing alone).
+    expect(page.locator("#instance-dialog-title")).to_have_text("Edit “ComfyUI”")
+    expect(page.locator("#bp-list .bp-card:not([hidden])")).to_have_count(1)
     expect(page.locator("#bp-search")).to_be_hidden()
     visible = [c.get_attribute("data-id") for c in cards.all() if c.is_visible()]
     assert visible == ["comfyui"], visible

@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the failures
 
 TEST_BLUEPRINTS = Path(__file__).resolve().parent / "blueprints"
-CHAOS_PORTS = os.environ.get("AIKORE_CHAOS_PORT_RANGE", "33501-33999")
+CHAOS_PORTS = os.environ.get("AIKORE_CHAOS_PORT_RANGE", "30001-30499")
 FAST = {"AIKORE_STOP_TIMEOUT": "3", "AIKORE_RESTART_BACKOFF": "1", "AIKORE_READY_TIMEOUT": "60"}
 
 

@@ -124,7 +124,7 @@ def test_low_disk_and_hot_gpu_reach_an_env_target(tmp_path, webhook):
     env = {"AIKORE_NOTIFY_URLS": webhook.url, "AIKORE_NOTIFY_DISK_FREE_PERCENT": "100", "AIKORE_FAKE_GPUS": "1",
            "AIKORE_NOTIFY_GPU_TEMP": "30", "AIKORE_SAMPLE_INTERVAL": "0.25"}
     with throwaway_stack(tmp_path, "notify-stack", env, admin_password="notify-admin-password",
-                         instance_port_range="34501-34550") as stack:
+                         instance_port_range="30501-30550") as stack:
         webhook.wait(lambda h: h.titles("Low disk space") and h.titles("GPU 0 at"), 20, "disk and GPU alerts")
         disk = next(m for m in webhook.messages if "Low disk space" in m["title"])
         assert disk["type"] == "warning" and str(stack.data_dir) in disk["message"]
