@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 from django.utils.crypto import constant_time_compare
@@ -53,7 +54,11 @@ def token_group(token_id: int) -> str:
 
 
 def _publish(group: str, message: dict) -> None:
-    events.publish(group, dict(message))
+    # After the change commits (at once outside a transaction): the streams check the database
+    # again when they get this, and must see the new state. The admin's forms save inside a
+    # transaction; told before its commit, a stream would see the old role and stay open.
+    message = dict(message)
+    transaction.on_commit(lambda: events.publish(group, message))
 
 
 # --- what ends or changes access --------------------------------------------------------------
