@@ -273,6 +273,25 @@ def test_launcher_takes_aikores_venv_off_path():
     assert {"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"} <= set(launcher.SCRUBBED)
 
 
+def test_no_setting_of_aikores_reaches_an_instance():
+    """Every AIKORE_* name AiKore reads (settings.py) or exports (docker/entry.sh), Django's and
+    supervisord's variables: none reaches an instance's processes but the process markers; what an
+    app needs comes from Instance.environment(). (AIKORE_NOTIFY_URLS holds notification secrets.)"""
+    import re
+
+    root = Path(settings.BASE_DIR)
+    names = set(re.findall(r"\bAIKORE_[A-Z0-9_]+\b", (root / "aikore_site" / "settings.py").read_text()))
+    names |= set(re.findall(r"\bAIKORE_[A-Z0-9_]+\b", (root / "docker" / "entry.sh").read_text()))
+    assert {"AIKORE_NOTIFY_URLS", "AIKORE_SECRET_KEY", "AIKORE_PYTHON", "AIKORE_STACK_ID"} <= names
+    base = {name: "x" for name in names}
+    base.update({"DJANGO_SETTINGS_MODULE": "x", "DATABASE_URL": "x", "SUPERVISOR_SERVER_URL": "x",
+                 "SUPERVISOR_ENABLED": "1", "AIKORE_SOMETHING_NEW": "x", "HOME": "/home/u", "UV_INDEX_URL": "x"})
+    env = launcher.child_environment(base, {"AIKORE_HOME": "/app", "WEBUI_PORT": "19001"})
+    passed = {name for name in env if name.startswith(("AIKORE_", "DJANGO_", "SUPERVISOR_")) or name == "DATABASE_URL"}
+    assert passed == {"AIKORE_HOME", "AIKORE_STACK_ID"}, passed  # the instance's, and the stack's marker
+    assert env["HOME"] == "/home/u" and env["UV_INDEX_URL"] == "x" and env["WEBUI_PORT"] == "19001"
+
+
 def test_install_events_are_signalled(bp):
     """install_finished when the blueprint says it launches; install_failed (step, reason, log tail)
     when it exits mid-install: sent by the lifecycle (here in-process, without processes)."""
