@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -690,6 +691,7 @@ class Instance(models.Model):
         trash/; None (the default) does so when it holds the user's files (deletion_plan)."""
         from aikore_site import events
         from instances import lifecycle
+        from terminals import service as terminals
 
         satellites = list(self.satellites.values_list("name", flat=True))
         if satellites:
@@ -702,6 +704,10 @@ class Instance(models.Model):
         pk = self.pk
         self.delete()
         events.publish(events.INSTANCES_GROUP, {"type": "instance.deleted", "id": pk})
+        # Its terminal goes too: after the row's delete has committed, never inside the delete's
+        # transaction (the supervisord calls and the wait for its shells would hold the database's
+        # write lock for seconds).
+        transaction.on_commit(partial(terminals.remove, pk))
         if directory.exists():
             if keep_files:
                 # The environment is large and rebuilt from the cache in seconds: not worth trash.
