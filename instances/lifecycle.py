@@ -53,6 +53,9 @@ STOP_POLL_SECONDS = 0.03
 GIVE_UP_SECONDS = 10.0
 # AiKore's own programs (daphne, worker, nginx) left by a killed supervisord: SIGTERM, then SIGKILL.
 SERVICE_STOP_SECONDS = 3.0
+# At the stack's shutdown: how long terminal processes may outlive their SIGTERM/SIGHUP (they got
+# them when the shutdown began, so this runs only past the instances' own stop).
+TERMINAL_STOP_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -890,6 +893,7 @@ def shutdown_stack() -> list[str]:
     one-second tick.) The desired state is kept: what ran starts again with AiKore."""
     notes: list[str] = []
     atomic_write(Path(settings.SHUTDOWN_FLAG), str(os.getpid()))
+    terminals = _stop_terminals()  # at the same moment as the instances, not after them
     timeout = settings.AIKORE_STOP_TIMEOUT
     mains: dict[int, psutil.Process | None] = {}
     signalled: set[int] = set()
@@ -931,13 +935,34 @@ def shutdown_stack() -> list[str]:
         instance.append_log(f"stopped: AiKore is shutting down{again}")
         instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
         notes.append(f"{instance.slug}: stopped")
+    if procs.terminate(procs.terminal_processes(settings.AIKORE_STACK_ID), TERMINAL_STOP_SECONDS):
+        notes.append("terminal processes needed SIGKILL")
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
-        supervisor.remove_groups(loaded)
+        supervisor.remove_groups(loaded, terminals)
     _remove_stack_cgroup()
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
         # Everything but the watcher (which may be running this) at once; then supervisord.
         supervisor.shutdown(first=("boot", "nginx", "daphne", "worker"))
     return notes
+
+
+def _stop_terminals() -> set[int]:
+    """SIGTERM to every instance terminal's tmux server (through supervisord, without waiting) and
+    SIGHUP + SIGTERM to whatever their shells started, wherever it went (the terminal marker).
+    Returns the terminals whose groups supervisord has loaded: the shutdown unloads them with the
+    instances' (supervisord's own shutdown visits every loaded group on a one-second tick)."""
+    try:
+        infos = supervisor.terminal_infos()
+    except (supervisor.SupervisorError, xmlrpc.client.Fault):
+        infos = {}
+    for pk, info in infos.items():
+        if info["statename"] in supervisor.ALIVE_STATES:
+            with contextlib.suppress(supervisor.SupervisorError):
+                supervisor.stop_terminal(pk, wait=False)
+    marked = procs.terminal_processes(settings.AIKORE_STACK_ID)
+    procs.signal_all(marked, signal.SIGHUP)  # interactive shells ignore SIGTERM
+    procs.signal_all(marked, signal.SIGTERM)
+    return set(infos)
 
 
 def _pidfile_process(path: Path, name: str) -> psutil.Process | None:
