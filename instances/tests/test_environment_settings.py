@@ -215,6 +215,26 @@ def test_deletion_plan_and_trash_by_default_for_user_files(client, bp):
     assert not (trashed / "env").exists()  # rebuildable: not kept
 
 
+@pytest.mark.django_db(transaction=True)
+def test_delete_removes_the_terminal_once_the_rows_delete_has_committed(bp):
+    """Never inside the delete's transaction: the terminal's cleanup talks to supervisord and
+    waits for shells, which would hold the database's write lock all that time."""
+    from unittest import mock
+
+    from django.db import connection
+
+    instance = Instance.objects.create_instance(name="Terminal Goes", blueprint=bp)
+    pk = instance.pk
+    seen = []
+
+    def remove(pk: int) -> None:
+        seen.append((pk, connection.in_atomic_block, Instance.objects.filter(pk=pk).exists()))
+
+    with mock.patch("terminals.service.remove", side_effect=remove):
+        _halt_free(instance)()
+    assert seen == [(pk, False, False)]
+
+
 def _halt_free(instance):
     from unittest import mock
 
