@@ -89,7 +89,9 @@ def _create_time(pid: int) -> float | None:
 
 def write_env_file(instance: Instance, action: str = "start", install_only: bool = False) -> None:
     env = instance.environment(action=action, install_only=install_only)
-    atomic_write(instance.directory / "env.json", json.dumps({"env": env}, indent=1), 0o600)
+    # "run": what this run is, for resuming it if AiKore stops or crashes meanwhile (resumed_run).
+    run = {"action": action, "install_only": install_only, "generation": instance.generation}
+    atomic_write(instance.directory / "env.json", json.dumps({"env": env, "run": run}, indent=1), 0o600)
 
 
 def send_event(instance: Instance, kind: str, **details: object) -> None:
@@ -715,6 +717,19 @@ def record_exit(instance: Instance, exit_code: int | None, fatal: bool,
                             error_message=reason, stopped_at=timezone.now(), install_step=step)
         send_event(instance, "install_failed", step=step, reason=reason, log_tail=tail)
         return
+    if exit_code == 0 and not fatal and state and state["phase"] == "done":
+        # An install-only run (update or rebuild of a stopped instance) did its job and stays
+        # stopped: not an app that finished by itself. install_finished unless the readiness
+        # watch said it already (it turns `installing` into `starting` when it does).
+        unsaid = Instance.objects.filter(pk=pk, status=InstanceStatus.INSTALLING).update(
+            status=InstanceStatus.STARTING)
+        instance.append_log("install-only run done; the instance stays stopped")
+        Instance.objects.filter(pk=pk).update(want_running=False)
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
+                            stopped_at=timezone.now(), error_message="", install_step="", install_progress=None)
+        if unsaid:
+            send_event(instance, "install_finished")
+        return
     if exit_code == 0 and not fatal:
         instance.append_log("exited with code 0 (finished)")
         Instance.objects.filter(pk=pk).update(want_running=False)
@@ -810,7 +825,10 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
         return
     if state == supervisor.STOPPING:
         # supervisord is stopping it and the job that asked died: finish the stop (or the start).
-        (tasks.start_instance if instance.want_running else tasks.stop_instance)(instance.pk)
+        if instance.want_running and (kind := resumed_run(instance)) is not None:
+            tasks.start_instance(instance.pk, *kind)
+        else:
+            tasks.stop_instance(instance.pk)
         changes.append(f"{instance.slug}: interrupted stop resumed")
         return
     leftovers = instance_processes(instance.pk)
@@ -828,14 +846,21 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
             due = instance.status_changed_at.timestamp() + backoff_delay(instance.restart_count)
             schedule_restart_queued(instance.pk, instance.generation, max(0.0, due - time.time()))
             changes.append(f"{instance.slug}: pending restart resumed")
+        elif (kind := resumed_run(instance)) is None:
+            # An install-only run that was over (its exit was not recorded): it stays stopped.
+            Instance.objects.filter(pk=instance.pk).update(want_running=False)
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now(),
+                                install_step="", install_progress=None)
+            changes.append(f"{instance.slug}: its install-only run was done")
         else:
             if instance.status == InstanceStatus.INSTALLING:
                 instance.append_log(f"The install was interrupted at step {instance.install_step or '?'!r}; "
                                     "running it again.")
             if instance.status not in (InstanceStatus.STARTING, InstanceStatus.INSTALLING) or instance.pid:
                 instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None)
-            tasks.start_instance(instance.pk)
-            changes.append(f"{instance.slug}: meant to run, starting it")
+            tasks.start_instance(instance.pk, *kind)
+            changes.append(f"{instance.slug}: meant to run, starting it"
+                           + (f" ({'install-only ' if kind[1] else ''}{kind[0]} resumed)" if kind != ("start", False) else ""))
         return
     if instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
         if leftovers:
@@ -852,6 +877,30 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
         changes.append(f"{instance.slug}: not running, marked stopped")
     if info is not None and not leftovers:
         _forget_group(instance.pk)
+
+
+def resumed_run(instance: Instance) -> tuple[str, bool] | None:
+    """What to run again for an instance meant to run whose run AiKore's stop or crash cut short:
+    (action, install_only) for launch(), from the env.json that run started with. An update
+    fetches the code again and an install-only run (update or rebuild of a stopped instance)
+    installs and stays stopped, rather than a plain start that would skip the update or launch an
+    app promised to stay stopped. Once the run's install was over: a plain start, or None for an
+    install-only run that was done. A user's start or stop since that run (a newer generation)
+    wins: a plain start."""
+    try:
+        run = json.loads((instance.directory / "env.json").read_text())["run"]
+        action = "update" if run["action"] == "update" else "start"
+        install_only, generation = bool(run["install_only"]), run["generation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "start", False
+    if generation != instance.generation:
+        return "start", False
+    state = instance.install_state()
+    if state and state["phase"] == "done" and install_only:
+        return None
+    if state and state["phase"] in ("launching", "done"):
+        return "start", False
+    return action, install_only
 
 
 def autostart_all() -> list[str]:
