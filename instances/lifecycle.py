@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 from django.conf import settings
+from django.db import connections
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -129,7 +130,7 @@ def launch(pk: int, generation: int | None = None, action: str = "start", instal
             if pid is None:
                 return
         generation = instance.generation
-    _wait_ready(pk, pid, generation)
+    _watch_ready(pk, pid, generation)
 
 
 def _spawn(instance: Instance, action: str = "start", install_only: bool = False) -> int | None:
@@ -340,11 +341,29 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
         time.sleep(READY_POLL_SECONDS)
 
 
+def _watch_ready(pk: int, pid: int, generation: int) -> None:
+    """_wait_ready in a thread of its own, not the job's: an install can take hours, and each one
+    holding a job-queue worker would leave none for nginx regenerations, stops, other starts and
+    notifications. (Jobs of the same instance ran beside a wait before too, in other workers: its
+    writes are conditional on the pid and generation it waits for.) A worker restart ends it; the
+    reconcile at its start resumes it (await_ready)."""
+
+    def watch() -> None:
+        try:
+            _wait_ready(pk, pid, generation)
+        except Exception:
+            log.exception("readiness wait of instance %s failed", pk)
+        finally:
+            connections.close_all()  # this thread's own
+
+    threading.Thread(target=watch, name=f"aikore-ready-{pk}", daemon=True).start()
+
+
 def await_ready(pk: int) -> None:
     """Resume a readiness wait (and the watch of the install) after the worker restarted."""
     instance = _get(pk)
     if instance and instance.pid and instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
-        _wait_ready(pk, instance.pid, instance.generation)
+        _watch_ready(pk, instance.pid, instance.generation)
 
 
 # --- the processes of an instance -------------------------------------------------------------
