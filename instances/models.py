@@ -733,6 +733,7 @@ class Instance(models.Model):
         from instances import tasks
 
         self.check_env_action(action)
+        self.require_supervisor()  # a rebuild would delete the environment, then fail to launch
         restarts = self.is_active or self.status == InstanceStatus.STOPPING
         verb = {"update": "Updating", "rebuild": "Rebuilding the environment of"}[action]
         if restarts:

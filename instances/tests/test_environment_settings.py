@@ -194,6 +194,24 @@ def test_satellite_rules(client, bp):
     assert client.get(f"/api/instances/{parent.pk}/deletion").json()["blocked_by_satellites"] == ["Unit Sat"]
 
 
+def test_update_and_rebuild_answer_503_while_supervisord_does_not_answer(client, bp):
+    """As start, stop and restart do: a job that cannot run is not accepted (a rebuild would
+    delete the environment, then fail to launch)."""
+    from unittest import mock
+
+    from huey.contrib.djhuey import HUEY
+
+    instance = Instance.objects.create_instance(name="No Supervisor", blueprint=bp)
+    (instance.directory / "env").mkdir()
+    (instance.directory / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    with mock.patch("instances.supervisor.is_available", return_value=False):
+        for action in ("update", "rebuild"):
+            r = send(client, "post", f"/api/instances/{instance.pk}/{action}")
+            assert r.status_code == 503 and "supervisord" in r.json()["detail"], r.content
+    assert not [t for t in HUEY.pending() if t.name in ("update_instance", "rebuild_instance")]
+    assert (instance.directory / "env" / "pyvenv.cfg").exists()
+
+
 def test_deletion_plan_and_trash_by_default_for_user_files(client, bp):
     instance = Instance.objects.create_instance(name="Deletable", blueprint=bp)
     plan = client.get(f"/api/instances/{instance.pk}/deletion").json()
