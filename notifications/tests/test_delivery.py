@@ -174,3 +174,34 @@ def test_unreachable_target_is_retried_and_reported_without_disturbing(live, web
     instance.start()
     wait_for(lambda: len(webhook.titles("Notify Retry")) == 2, 15, "the second run's message")
     assert live.daphne_client().get("/api/health").json()["worker"] is True
+
+
+def test_delivery_errors_and_target_names_are_the_admins(live, alice, viewer):
+    """The history (API and /ws/notifications/) shows viewers and operators each delivery's status,
+    not its target's name or its error: targets are the admin role's (their URLs hold secrets)."""
+    from django.test import Client
+
+    from instances.tests.test_websockets import recv_until, session_cookie, ws
+
+    service.create_target("Secret Hook", closed_port_url())
+    instance = Instance.objects.create_instance(name="Notify Roles", blueprint=custom_blueprint("finisher", FINISHER))
+
+    def failed_delivery(msg: dict) -> bool:
+        return msg.get("type") == "event" and any(d["status"] in ("retrying", "failed")
+                                                  for d in msg["event"]["deliveries"])
+
+    with ws("/ws/notifications/", session_cookie(alice)) as admin_ws, \
+            ws("/ws/notifications/", session_cookie(viewer)) as viewer_ws:
+        instance.start()
+        seen_by_admin = recv_until(admin_ws, failed_delivery, 30)["event"]["deliveries"][0]
+        seen_by_viewer = recv_until(viewer_ws, failed_delivery, 30)["event"]["deliveries"][0]
+    assert seen_by_admin["target_name"] == "Secret Hook" and "Connection error" in seen_by_admin["error"]
+    assert seen_by_viewer["target_name"] == "" and seen_by_viewer["error"] == ""
+    assert seen_by_viewer["status"] in ("retrying", "failed") and seen_by_viewer["attempts"] >= 1
+
+    for user, sees in ((alice, True), (viewer, False)):
+        client = Client()
+        client.force_login(user)
+        [event] = client.get(f"/api/notifications/events?instance_id={instance.pk}").json()
+        [delivery] = event["deliveries"]
+        assert (delivery["target_name"] == "Secret Hook") is sees and bool(delivery["error"]) is sees, delivery

@@ -25,8 +25,9 @@ function when(iso) {
 
 function deliveryChip(d) {
   const label = { sent: "✓", failed: "✗", retrying: "↻", pending: "…" }[d.status] || d.status;
-  const title = `${d.target_name}: ${d.status}` + (d.attempts ? ` after ${d.attempts} attempt(s)` : "") + (d.error ? ` — ${d.error}` : "");
-  return el("span.chip.delivery", { dataset: { status: d.status }, title }, `${label} ${d.target_name}`);
+  const name = d.target_name || "a target"; // target names and errors are the admin role's (the API leaves them out)
+  const title = `${name}: ${d.status}` + (d.attempts ? ` after ${d.attempts} attempt(s)` : "") + (d.error ? ` — ${d.error}` : "");
+  return el("span.chip.delivery", { dataset: { status: d.status }, title }, d.target_name ? `${label} ${d.target_name}` : label);
 }
 
 export class Notifications {
