@@ -2,7 +2,7 @@
 // (staff only: Apprise URLs hold secrets and come back masked), which kinds each target and each
 // instance sends, a test button and each target's delivery status. Live over /ws/notifications/.
 
-import { api, ApiError, ask, el, $, liveSocket, toast, reportError } from "./util.js";
+import { api, ApiError, ask, can, el, $, liveSocket, toast, reportError } from "./util.js";
 
 const MAX_EVENTS = 200;
 const SEEN_KEY = "aikore-notify-seen";
@@ -37,7 +37,7 @@ export class Notifications {
     this.events = new Map();
     this.kinds = [];
     this.targets = [];
-    this.staff = button.dataset.staff !== "0"; // targets hold secrets: staff only (the API says so too)
+    this.staff = can("admin"); // targets hold secrets: the admin role only (the API says so too)
     this.tab = "history";
     this.seen = Number(localStorage.getItem(SEEN_KEY) || 0);
     this.dialog = this.build();
@@ -355,6 +355,8 @@ export class Notifications {
       ...kinds.map((k) => el("td", {}, el("input", {
         type: "checkbox", checked: settings[i].kinds.includes(k.kind), dataset: { kind: k.kind },
         "aria-label": `${inst.name}: ${k.label}`,
+        // Choosing an instance's kinds needs the operator role (the API refuses viewers): shown, not offered.
+        disabled: !can("operator"), title: can("operator") ? undefined : "Needs the operator role",
         onchange: () => this.saveInstance(inst, body),
       }))))));
   }
