@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 from django.db import connections
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from aikore_site import procs
@@ -941,14 +941,6 @@ def boot() -> list[str]:
     if started:
         changes.append(f"autostart: {', '.join(started)}")
     return changes
-
-
-def bump_generation(pk: int) -> None:
-    Instance.objects.filter(pk=pk).update(generation=F("generation") + 1)
-
-
-def tree_pids(pid: int | None) -> list[int]:
-    return [p.pid for p in _process_tree(pid)]
 
 
 # --- the whole stack: shutdown and a start after a crash --------------------------------------

@@ -245,10 +245,6 @@ class Instance(models.Model):
         return f"/instance/{self.slug}/"
 
     @property
-    def supervisor_group(self) -> str:
-        return f"instance-{self.pk}"
-
-    @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
