@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from functools import partial
@@ -708,7 +709,9 @@ class Instance(models.Model):
             if keep_files:
                 # The environment is large and rebuilt from the cache in seconds: not worth trash.
                 shutil.rmtree(directory / ENV_DIRNAME, ignore_errors=True)
-                trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}"
+                # Unique: two deletes of one name within a second must not meet (shutil.move would
+                # put the second folder inside the first).
+                trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}-{secrets.token_hex(4)}"
                 shutil.move(str(directory), str(trash))
             else:
                 shutil.rmtree(directory, ignore_errors=True)

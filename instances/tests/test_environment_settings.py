@@ -253,6 +253,21 @@ def test_delete_removes_the_terminal_once_the_rows_delete_has_committed(bp):
     assert seen == [(pk, False, False)]
 
 
+def test_two_deletes_of_one_name_in_the_same_second_keep_both_folders(bp):
+    from unittest import mock
+
+    trashed = []
+    with mock.patch("time.time", return_value=1_700_000_000.0):
+        for content in ("first", "second"):
+            instance = Instance.objects.create_instance(name="Same Name", blueprint=bp)
+            (instance.directory / "notes.txt").write_text(content)
+            before = set(Path(settings.TRASH_DIR).iterdir())
+            _halt_free(instance)()
+            [folder] = set(Path(settings.TRASH_DIR).iterdir()) - before
+            trashed.append(folder)
+    assert [(folder / "notes.txt").read_text() for folder in trashed] == ["first", "second"]
+
+
 def _halt_free(instance):
     from unittest import mock
 
