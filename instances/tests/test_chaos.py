@@ -104,8 +104,10 @@ class Outside:
         return response.json()["data"]
 
     def health(self) -> dict:
+        """/api/health as the signed-in admin sees it (reasons, generations); anonymous callers
+        get the booleans and codes only."""
         try:
-            return httpx.get(self.stack.base_url + "/api/health", timeout=10).json()
+            return self.client.get("/api/health", timeout=10).json()
         except (httpx.HTTPError, ValueError):
             return {}
 
