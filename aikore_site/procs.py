@@ -180,19 +180,25 @@ def instance_cgroup(root: Path, stack_id: str, pk: int) -> Path:
     return root / f"aikore-{stack_id}" / f"instance-{pk}"
 
 
+def cgroup_pids(path: Path) -> list[int]:
+    """PIDs in a cgroup and the cgroups below it, as the kernel lists them now."""
+    found: list[int] = []
+    for directory, _dirs, _files in os.walk(path):
+        try:
+            found.extend(int(pid) for pid in Path(directory, "cgroup.procs").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def cgroup_members(path: Path) -> list[psutil.Process]:
     """Live processes in a cgroup and the cgroups below it."""
     found = []
-    for directory, _dirs, _files in os.walk(path):
-        try:
-            pids = Path(directory, "cgroup.procs").read_text().split()
-        except OSError:
-            continue
-        for pid in pids:
-            with contextlib.suppress(psutil.Error, ValueError):
-                proc = psutil.Process(int(pid))
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+    for pid in cgroup_pids(path):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
     return found
 
 
