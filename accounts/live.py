@@ -10,18 +10,27 @@ Redis):
 - a user's groups, a group's permissions, a saved user (a password change), a token's role:
   "access.changed": each stream checks again whether its user (and token) may still watch it,
   and closes if not.
+
+Messages are best effort (a full channel layer drops them) and some endings send none: a session
+that expires, or one deleted from the store by `clearsessions` or by hand. So every stream also
+checks again on its own every RECHECK_SECONDS.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+from importlib import import_module
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 from django.utils.crypto import constant_time_compare
@@ -35,6 +44,7 @@ log = logging.getLogger(__name__)
 EVERYONE_GROUP = "aikore.access.all"
 CLOSE_REVOKED = 4401  # the dashboard goes to the sign-in page on this code
 CLOSE_FORBIDDEN = 4403
+RECHECK_SECONDS = 60.0  # how often an open stream checks its access again by itself
 REVOKED = {"type": "access.revoked"}
 CHANGED = {"type": "access.changed"}
 
@@ -53,7 +63,11 @@ def token_group(token_id: int) -> str:
 
 
 def _publish(group: str, message: dict) -> None:
-    events.publish(group, dict(message))
+    # After the change commits (at once outside a transaction): the streams check the database
+    # again when they get this, and must see the new state. The admin's forms save inside a
+    # transaction; told before its commit, a stream would see the old role and stay open.
+    message = dict(message)
+    transaction.on_commit(lambda: events.publish(group, message))
 
 
 # --- what ends or changes access --------------------------------------------------------------
@@ -148,7 +162,18 @@ def still_allowed(scope: dict, level: str) -> bool:
         recorded = session.get(HASH_SESSION_KEY) if session is not None else None
         if recorded is not None and not constant_time_compare(recorded, current.get_session_auth_hash()):
             return False
+        if session is not None and not _session_alive(session.session_key):
+            return False
     return roles.can(current, level)
+
+
+def _session_alive(session_key: str | None) -> bool:
+    """Whether the store still has this session, unexpired (the scope holds what it had at the
+    handshake). Loading an expired or deleted session gives nothing."""
+    if not session_key:
+        return False
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return bool(store.load())
 
 
 class LiveAccessMixin:
@@ -164,11 +189,23 @@ class LiveAccessMixin:
         self.access_group_names = access_groups(self.scope)
         for group in self.access_group_names:
             await self.channel_layer.group_add(group, self.channel_name)
+        self.access_recheck = asyncio.ensure_future(self._recheck_access())
         return True
 
     async def leave_access_groups(self) -> None:
+        recheck = getattr(self, "access_recheck", None)
+        if recheck is not None and recheck is not asyncio.current_task():
+            recheck.cancel()
         for group in getattr(self, "access_group_names", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _recheck_access(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(RECHECK_SECONDS)
+                if not await database_sync_to_async(still_allowed)(self.scope, self.required_role):
+                    await self.close(code=CLOSE_REVOKED)
+                    return
 
     async def access_revoked(self, event: dict) -> None:
         await self.close(code=CLOSE_REVOKED)

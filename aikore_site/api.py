@@ -111,11 +111,14 @@ def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 @api.get("/health", auth=None, tags=["system"])
 def health(request: HttpRequest) -> dict:
     """Each of AiKore's parts (web, worker, watcher, nginx serving the current configuration,
-    supervisord, database, free disk): `status` is "degraded", with `reasons`, whenever one is not
-    right. No authentication; reveals no data."""
+    supervisord, database, free disk): `status` is "degraded", with `codes`, whenever one is not
+    right. No authentication: anonymous callers get the booleans and codes; signed-in users (a
+    session or a token, any role) also the `reasons`, the version, the configuration generations
+    and the free space. Never waits."""
+    from accounts.auth import authenticated_user
     from aikore_site import health as checks
 
-    return checks.check()
+    return checks.check(detail=roles.can(authenticated_user(request), roles.VIEWER))
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:

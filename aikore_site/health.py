@@ -33,37 +33,45 @@ def disk() -> dict:
             "low": usage.free < warn_below}
 
 
-def _nginx_generation() -> tuple[dict, str | None]:
-    """({"expected", "serving"}, reason or None), allowing a reload in flight to land."""
-    deadline = time.monotonic() + GENERATION_SETTLE_SECONDS
-    while True:
-        expected = nginx.expected_generation()
-        try:
-            serving: str | None = nginx.serving_generation()
-            error = ""
-        except (OSError, http.client.HTTPException) as exc:
-            serving, error = None, str(exc) or exc.__class__.__name__
-        info = {"expected": expected, "serving": serving}
-        if expected and serving == expected:
-            return info, None
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
+def _nginx_generation() -> tuple[dict, tuple[str, str] | None]:
+    """({"expected", "serving"}, (code, reason) or None). A mismatch within a moment of the last
+    config write is a reload in flight, not a problem; nothing here waits (anyone may call this)."""
+    expected = nginx.expected_generation()
+    try:
+        serving: str | None = nginx.serving_generation()
+        error = ""
+    except (OSError, http.client.HTTPException) as exc:
+        serving, error = None, str(exc) or exc.__class__.__name__
+    info = {"expected": expected, "serving": serving}
+    if expected and serving == expected:
+        return info, None
     if serving is None:
-        return info, f"nginx does not answer on port {settings.AIKORE_PORT}: {error}"
-    return info, (f"nginx serves configuration {serving}, not the current {expected} "
+        return info, ("nginx_unreachable", f"nginx does not answer on port {settings.AIKORE_PORT}: {error}")
+    if _config_age() < GENERATION_SETTLE_SECONDS:
+        return info, None
+    return info, ("nginx_stale_config", f"nginx serves configuration {serving}, not the current {expected} "
                   "(a reload did not take effect, or a dead master's workers still hold the port)")
 
 
-def check() -> dict:
-    reasons: list[str] = []
+def _config_age() -> float:
+    """Seconds since the live nginx config was written (the reload follows at once)."""
+    try:
+        return time.time() - nginx.config_path().stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def check(detail: bool = True) -> dict:
+    """detail=False (an anonymous caller): booleans and problem codes only; the reasons (paths,
+    database errors), the version and the configuration generations are for signed-in users."""
+    problems: list[tuple[str, str]] = []  # (code, reason)
     db_ok = True
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError as exc:
         db_ok = False
-        reasons.append(f"database: {exc}")
+        problems.append(("db", f"database: {exc}"))
 
     states: dict[str, str] = {}
     dropped: dict[str, int] = {}
@@ -73,36 +81,39 @@ def check() -> dict:
         dropped = supervisor.dropped_output(timeout=3)
     except (supervisor.SupervisorError, xmlrpc.client.Fault) as exc:
         supervisor_ok = False
-        reasons.append(f"supervisord: {exc}")
+        problems.append(("supervisord", f"supervisord: {exc}"))
     parts = {part: states.get(program) == "RUNNING" for program, part in PROGRAMS.items()}
     parts["web"] = True  # it is answering this request
     if supervisor_ok:
         for program, part in PROGRAMS.items():
             if part != "web" and not parts[part]:
-                reasons.append(f"{part} is {states.get(program, 'not loaded').lower()}")
+                problems.append((f"{part}_down", f"{part} is {states.get(program, 'not loaded').lower()}"))
 
     generation, problem = _nginx_generation()
     if problem:
-        reasons.append(problem)
+        problems.append(problem)
     parts["nginx"] = parts["nginx"] and problem is None
 
     space = disk()
     if space["low"]:
-        reasons.append(f"low disk space: {space['free_bytes'] // MB} MB free in the data dir "
-                       f"(warning below {settings.AIKORE_DISK_WARN_MB} MB)")
+        problems.append(("disk_low", f"low disk space: {space['free_bytes'] // MB} MB free in the data dir "
+                                     f"(warning below {settings.AIKORE_DISK_WARN_MB} MB)"))
     if dropped:
         lost = sum(dropped.values())
-        reasons.append(f"output of {len(dropped)} program(s) is being lost ({lost} bytes so far): the disk is full")
+        problems.append(("output_lost", f"output of {len(dropped)} program(s) is being lost ({lost} bytes so far): "
+                                        "the disk is full"))
 
-    return {
-        "status": "degraded" if reasons else "ok",
-        "reasons": reasons,
-        "version": settings.VERSION,
+    result = {
+        "status": "degraded" if problems else "ok",
+        "codes": [code for code, _reason in problems],
         "db": db_ok,
         "supervisord": supervisor_ok,
         **parts,
-        "nginx_generation": generation,
         # A rejected config leaves the last good one serving: reported, not counted as degraded.
         "nginx_config_rejected": (nginx.last_status() or {}).get("ok") is False,
-        "disk": space,
+        "disk": {"low": space["low"]},
     }
+    if detail:
+        result.update(reasons=[reason for _code, reason in problems], version=settings.VERSION,
+                      nginx_generation=generation, disk=space)
+    return result

@@ -8,6 +8,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
+from django.conf import settings
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _host_header(scope: dict) -> str | None:
@@ -17,24 +20,72 @@ def _host_header(scope: dict) -> str | None:
     return None
 
 
+def _header(scope: dict, wanted: bytes) -> str | None:
+    value = None
+    for name, raw in scope.get("headers", []):
+        if name == wanted:
+            value = raw.decode("latin-1")
+    return value
+
+
+def _origin_key(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host name, port) of a configured origin, the default port made explicit."""
+    parsed = urlsplit(origin)
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
+        return None
+    return parsed.scheme, parsed.hostname, port or DEFAULT_PORTS[parsed.scheme]
+
+
+def _is_app_origin(hostname: str, port: int) -> bool:
+    """An origin AiKore serves apps on: the apps port, a public port, a host name under the apps
+    domain. Same site as the dashboard (cookies ignore ports), never the control plane."""
+    low, high = settings.AIKORE_PUBLIC_PORT_RANGE or (1, 0)
+    domain = settings.AIKORE_APPS_DOMAIN
+    return (port == settings.AIKORE_APPS_PORT or low <= port <= high
+            or bool(domain and hostname.endswith("." + domain)))
+
+
 def same_origin(scope: dict) -> bool:
-    origin = None
-    for name, value in scope.get("headers", []):
-        if name == b"origin":
-            origin = value.decode("latin-1")
+    """Whether the websocket's Origin is the control plane's own, compared as Django's CSRF check
+    compares a page's origin (scheme, host and port) and never an app origin. Behind a TLS proxy
+    (AIKORE_PUBLIC_URL) the Host may have lost its port on the way: only the trusted origins
+    (CSRF_TRUSTED_ORIGINS: the public URL and AIKORE_CSRF_TRUSTED_ORIGINS) are accepted then."""
+    origin = _header(scope, b"origin")
     if not origin:
         return False
     parsed = urlsplit(origin)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        port = parsed.port
+    except ValueError:
+        return False
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
+        return False
+    origin_port = port or DEFAULT_PORTS[parsed.scheme]
+    if _is_app_origin(parsed.hostname, origin_port):
+        return False
+    if (parsed.scheme, parsed.hostname, origin_port) in {_origin_key(o) for o in settings.CSRF_TRUSTED_ORIGINS}:
+        return True
+    if settings.AIKORE_PUBLIC_URL:
         return False
     host = _host_header(scope)
     if not host:
         return False
-    if parsed.netloc.lower() == host:
-        return True
-    # A proxy may drop a default port from Host; compare the host names then.
-    host_name = urlsplit(f"//{host}").hostname
-    return ":" not in host.rsplit("]", 1)[-1] and parsed.hostname == host_name
+    try:
+        requested = urlsplit(f"//{host}")
+        host_port = requested.port
+    except ValueError:
+        return False
+    # nginx always sets X-Forwarded-Proto (its own scheme, or a trusted proxy's https).
+    scheme = (_header(scope, b"x-forwarded-proto") or "http").strip().lower()
+    if scheme not in DEFAULT_PORTS:
+        return False
+    # A Host without a port means the scheme's default port: never "any port of that host".
+    return (parsed.scheme == scheme and parsed.hostname == requested.hostname
+            and origin_port == (host_port or DEFAULT_PORTS[scheme]))
 
 
 def bearer_from_scope(scope: dict) -> str | None:

@@ -38,6 +38,9 @@ import psutil
 
 STACK_VAR = "AIKORE_STACK_ID"
 INSTANCE_VAR = "AIKORE_INSTANCE"
+# An instance terminal's processes (its tmux server and every shell's descendants): a marker of
+# their own, not the instance's, since a terminal outlives the app's stops (terminals/service.py).
+TERMINAL_VAR = "AIKORE_TERMINAL"
 CGROUP_VAR = "AIKORE_CGROUP"  # the instance's cgroup directory; the launcher moves itself there
 SAFE_CGROUP_PATH = re.compile(r"/[A-Za-z0-9_./@:-]*")
 TOKEN_FILE = "stack_token"
@@ -83,9 +86,10 @@ def _environ(pid: int) -> bytes | None:
         return None
 
 
-def _match(env: bytes, stack_id: str) -> tuple[bool, int | None]:
-    """(is this stack's, instance id or None) from a raw environment."""
-    key = f"\0{INSTANCE_VAR}={stack_id}:".encode()
+def _match(env: bytes, stack_id: str, var: str = INSTANCE_VAR) -> tuple[bool, int | None]:
+    """(is this stack's, instance id or None) from a raw environment; `var` names the marker
+    that carries the instance id (INSTANCE_VAR, or TERMINAL_VAR for terminals)."""
+    key = f"\0{var}={stack_id}:".encode()
     start = env.find(key)
     if start >= 0:
         end = env.find(b"\0", start + len(key))
@@ -103,10 +107,11 @@ def _excluded() -> set[int]:
     return pids
 
 
-def scan(stack_id: str, instance: int | None = None) -> list[Marked]:
+def scan(stack_id: str, instance: int | None = None, var: str = INSTANCE_VAR) -> list[Marked]:
     """Live processes carrying this stack's marker (only instance `instance`'s when given).
     Reads /proc directly (about 5 µs a process); a psutil.Process is made only for matches, and the
-    marker is read again after it exists, so a PID recycled in between is never returned."""
+    marker is read again after it exists, so a PID recycled in between is never returned.
+    var=TERMINAL_VAR: Marked.instance is the instance whose terminal the process belongs to."""
     found: list[Marked] = []
     excluded = _excluded()
     for entry in os.listdir("/proc"):
@@ -115,7 +120,7 @@ def scan(stack_id: str, instance: int | None = None) -> list[Marked]:
         env = _environ(int(entry))
         if env is None:
             continue
-        ours, pk = _match(env, stack_id)
+        ours, pk = _match(env, stack_id, var)
         if not ours or (instance is not None and pk != instance):
             continue
         try:
@@ -125,7 +130,7 @@ def scan(stack_id: str, instance: int | None = None) -> list[Marked]:
         except psutil.Error:
             continue
         again = _environ(proc.pid)
-        if again is None or _match(again, stack_id) != (ours, pk):
+        if again is None or _match(again, stack_id, var) != (ours, pk):
             continue
         found.append(Marked(proc, pk))
     return found
@@ -175,19 +180,25 @@ def instance_cgroup(root: Path, stack_id: str, pk: int) -> Path:
     return root / f"aikore-{stack_id}" / f"instance-{pk}"
 
 
+def cgroup_pids(path: Path) -> list[int]:
+    """PIDs in a cgroup and the cgroups below it, as the kernel lists them now."""
+    found: list[int] = []
+    for directory, _dirs, _files in os.walk(path):
+        try:
+            found.extend(int(pid) for pid in Path(directory, "cgroup.procs").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def cgroup_members(path: Path) -> list[psutil.Process]:
     """Live processes in a cgroup and the cgroups below it."""
     found = []
-    for directory, _dirs, _files in os.walk(path):
-        try:
-            pids = Path(directory, "cgroup.procs").read_text().split()
-        except OSError:
-            continue
-        for pid in pids:
-            with contextlib.suppress(psutil.Error, ValueError):
-                proc = psutil.Process(int(pid))
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+    for pid in cgroup_pids(path):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
     return found
 
 
@@ -241,3 +252,9 @@ def terminate(procs: Iterable[psutil.Process], grace: float) -> list[psutil.Proc
     signal_all(forced, signal.SIGKILL)
     wait_gone(forced, 5)
     return forced
+
+
+def terminal_processes(stack_id: str, instance: int | None = None) -> list[psutil.Process]:
+    """Live processes of this stack's instance terminals (of instance `instance`'s when given),
+    wherever they went: `setsid`, `nohup`, double forks (TERMINAL_VAR)."""
+    return [m.proc for m in scan(stack_id, instance, TERMINAL_VAR) if m.instance is not None]

@@ -20,8 +20,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "user": request.user,
         "version": settings.VERSION,
         **roles.context(request.user),  # role, can_operate, can_admin: what the page offers
-        # Templates written before roles ask is_staff for admin-only parts: it means the admin role.
-        "is_staff": roles.can(request.user, roles.ADMIN),
         "origins_config": client_config(),  # where the apps are (static/aikore/origins.js)
         "may_open_terminal": may_open_terminal(request.user),
     })

@@ -54,7 +54,9 @@ def main() -> None:
         from django.conf import settings
 
         from instances.models import Instance, InstanceStatus
-        from monitoring.collectors import SyntheticGpu, SyntheticGpuSource
+        from instances.supervisor import instance_cgroup
+        from monitoring import collectors
+        from monitoring.collectors import ProcessTreeCollector, SyntheticGpu, SyntheticGpuSource
         from monitoring.sampler import Sampler
 
         (settings.CUSTOM_BLUEPRINTS_DIR / "bench-idle.sh").write_text(SCRIPT)
@@ -70,13 +72,17 @@ def main() -> None:
         time.sleep(1.0)  # let each tree spawn its children
         pids = list(Instance.objects.exclude(pid__isnull=True).values_list("pid", flat=True))
 
-        ours = Sampler(1.0, 900, settings.AIKORE_DATA_DIR)
+        def trees() -> ProcessTreeCollector:  # as get_sampler() makes it: markers and cgroups too
+            return ProcessTreeCollector(settings.AIKORE_STACK_ID, cgroup_of=instance_cgroup)
+
+        ours = Sampler(1.0, 900, settings.AIKORE_DATA_DIR, trees=trees())
         sample = ours.sample()
         processes = sum(i["processes"] for i in sample["instances"].values())
         synthetic = SyntheticGpuSource([SyntheticGpu(name=f"Synth {i}", processes=[(pid, 1 << 30)])
                                         for i, pid in enumerate(pids[:4])])
-        ours_gpu = Sampler(1.0, 900, settings.AIKORE_DATA_DIR, gpu_source=synthetic)
+        ours_gpu = Sampler(1.0, 900, settings.AIKORE_DATA_DIR, gpu_source=synthetic, trees=trees())
 
+        tree_only = ProcessTreeCollector()
         data_dir = str(settings.AIKORE_DATA_DIR)
         refs = list(ours.instance_source())
 
@@ -107,7 +113,14 @@ def main() -> None:
             "  of which: DB read of instances": cpu_per_call(lambda: list(ours.instance_source()), args.samples),
             "  of which: host": cpu_per_call(ours.host.collect, args.samples),
             "  of which: process trees": cpu_per_call(lambda: ours.trees.collect(refs), args.samples),
+            "  (main process trees only)": cpu_per_call(lambda: tree_only.collect(refs), args.samples),
         }
+        # The marker scan (processes that left the tree) runs once every MARKER_SCAN_SECONDS: its
+        # cost per sample at 1 Hz is a scan's cost divided by that.
+        scan = trees()
+        scans = cpu_per_call(lambda: (setattr(scan, "_scanned_at", float("-inf")), scan._scan_markers()),
+                             max(10, args.samples // 10))
+        results["  marker scan, per 1 Hz sample"] = [c / collectors.MARKER_SCAN_SECONDS for c in scans]
 
     print(f"{args.instances} running instances, {processes} processes in their trees, "
           f"{psutil.cpu_count()} CPUs, {args.samples} samples each; CPU time of the sampling thread")
@@ -116,9 +129,10 @@ def main() -> None:
         median = statistics.median(costs)
         print(f"{label:<36} {median * 1000:7.3f} ms CPU/sample   {median * 100:6.3f} % of a core at 1 Hz"
               f"   x{median / baseline:5.2f} baseline")
-    ours_median = statistics.median(results["AiKore sampler (no GPU here)"])
-    print(f"target < 1 % of a core at 1 Hz: {'met' if ours_median < 0.01 else 'NOT met'} "
-          f"({ours_median * 100:.3f} %)")
+    ours_median = (statistics.median(results["AiKore sampler (no GPU here)"])
+                   + statistics.median(results["  marker scan, per 1 Hz sample"]))
+    print(f"target < 1 % of a core at 1 Hz (sampler + its share of the marker scans): "
+          f"{'met' if ours_median < 0.01 else 'NOT met'} ({ours_median * 100:.3f} %)")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ class InstanceAdmin(admin.ModelAdmin):
                                        "stopped_at", "exit_code", "error_message", "restart_count")}),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )
-    actions = ("start_selected", "stop_selected", "restart_selected", "update_selected", "rebuild_selected")
+    actions = ("start_selected", "stop_selected", "restart_selected", "update_selected", "rebuild_selected",
+               "delete_selected_instances")
 
     def save_model(self, request: HttpRequest, obj: Instance, form: forms.ModelForm, change: bool) -> None:
         """Apply the edit through Instance.update_settings() (restart if needed, safe rename),
@@ -74,12 +75,25 @@ class InstanceAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return
+        except ServiceUnavailable as exc:  # saved; the restart that applies it could not be asked for
+            obj.refresh_from_db()
+            self.message_user(request, f"Saved, but not restarted: {exc}", messages.WARNING)
+            return
+        except OSError as exc:  # the rename of its directory
+            self.message_user(request, f"Not saved: {exc.strerror or exc}", messages.ERROR)
+            return
         obj.refresh_from_db()
         self.message_user(request, result["message"], messages.INFO)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Creation needs the blueprint copy and validation of create_instance(): use the dashboard,
         # the API or the CLI.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Django's own delete would drop the row alone (the processes, the supervisord group and the
+        # directory would stay) and inside a transaction: the "Delete selected instances" action
+        # goes through Instance.delete_everything() as every other entry point does.
         return False
 
     @admin.display(description="Status", ordering="status")
@@ -117,8 +131,9 @@ class InstanceAdmin(admin.ModelAdmin):
         for instance in queryset:
             try:
                 result = getattr(instance, method)()
-            except ValidationError as exc:
-                self.message_user(request, f"{instance.name}: {' '.join(exc.messages)}", messages.ERROR)
+            except (ValidationError, ServiceUnavailable) as exc:
+                reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{instance.name}: {reason}", messages.ERROR)
             else:
                 self.message_user(request, result["message"], messages.SUCCESS)
 
@@ -129,3 +144,18 @@ class InstanceAdmin(admin.ModelAdmin):
     @admin.action(description="Rebuild the environment of selected instances")
     def rebuild_selected(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
         self._env_action(request, queryset, "rebuild_env")
+
+    @admin.action(description="Delete selected instances (stopped first; folders with your files go to the trash)")
+    def delete_selected_instances(self, request: HttpRequest, queryset: QuerySet[Instance]) -> None:
+        # Satellites first: their parent can't go while they exist.
+        for instance in sorted(queryset, key=lambda i: i.parent_id is None):
+            try:
+                plan = instance.deletion_plan()
+                instance.delete_everything()
+            except ValidationError as exc:
+                self.message_user(request, f"{instance.name}: {' '.join(exc.messages)}", messages.ERROR)
+            except OSError as exc:
+                self.message_user(request, f"{instance.name}: deleting failed: {exc}", messages.ERROR)
+            else:
+                where = f"; its folder is in {plan['trash_dir']}" if plan["trash_default"] else ""
+                self.message_user(request, f"Deleted {instance.name}{where}.", messages.SUCCESS)

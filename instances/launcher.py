@@ -17,12 +17,23 @@ import os
 import sys
 from collections.abc import Mapping
 
-# AiKore's own secrets and settings stay out of instances' environments (WebUI and terminal).
+# AiKore's own secrets and settings stay out of instances' environments (WebUI and terminal):
+# every variable with one of these prefixes (its settings: AIKORE_NOTIFY_URLS holds notification
+# passwords and tokens, AIKORE_SECRET_KEY...; Django's; supervisord's) is dropped, whatever new
+# setting appears, except the process markers (aikore_site/procs.py) and the instance's cgroup,
+# which the launcher takes for itself. What an app needs comes from Instance.environment().
+SCRUBBED_PREFIXES = ("AIKORE_", "DJANGO_", "SUPERVISOR_")
+PASSED = ("AIKORE_STACK_ID", "AIKORE_TERMINAL", "AIKORE_CGROUP")
 SCRUBBED = ("AIKORE_SECRET_KEY", "AIKORE_ADMIN_PASSWORD", "DATABASE_URL", "AIKORE_REDIS_URL",
             "DJANGO_SETTINGS_MODULE", "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
             "SUPERVISOR_GROUP_NAME", "SUPERVISOR_ENABLED",
             # AiKore's own Python environment: never the app's.
             "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX")
+
+
+def scrubbed(name: str) -> bool:
+    """Whether a variable of AiKore's own environment stays out of an instance's."""
+    return name in SCRUBBED or (name.startswith(SCRUBBED_PREFIXES) and name not in PASSED)
 
 
 def own_bin_dirs() -> set[str]:
@@ -65,7 +76,7 @@ def child_environment(base: Mapping[str, str], instance_env: Mapping[str, object
     and its own Python environment (and less a CUDA_VISIBLE_DEVICES of AiKore's own: the
     instance's gpu_ids decide), plus the instance's variables (Instance.environment()). The WebUI
     and its terminal (terminals/) both start from this."""
-    env = {k: v for k, v in base.items() if k not in SCRUBBED}
+    env = {k: v for k, v in base.items() if not scrubbed(k)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env["PATH"] = scrub_path(env.get("PATH", os.defpath), own_bin_dirs()) or os.defpath
     env.update({str(k): str(v) for k, v in instance_env.items()})

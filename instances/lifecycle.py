@@ -33,7 +33,8 @@ from pathlib import Path
 
 import psutil
 from django.conf import settings
-from django.db.models import F, Q
+from django.db import connections
+from django.db.models import Q
 from django.utils import timezone
 
 from aikore_site import procs
@@ -53,6 +54,9 @@ STOP_POLL_SECONDS = 0.03
 GIVE_UP_SECONDS = 10.0
 # AiKore's own programs (daphne, worker, nginx) left by a killed supervisord: SIGTERM, then SIGKILL.
 SERVICE_STOP_SECONDS = 3.0
+# At the stack's shutdown: how long terminal processes may outlive their SIGTERM/SIGHUP (they got
+# them when the shutdown began, so this runs only past the instances' own stop).
+TERMINAL_STOP_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -86,7 +90,9 @@ def _create_time(pid: int) -> float | None:
 
 def write_env_file(instance: Instance, action: str = "start", install_only: bool = False) -> None:
     env = instance.environment(action=action, install_only=install_only)
-    atomic_write(instance.directory / "env.json", json.dumps({"env": env}, indent=1), 0o600)
+    # "run": what this run is, for resuming it if AiKore stops or crashes meanwhile (resumed_run).
+    run = {"action": action, "install_only": install_only, "generation": instance.generation}
+    atomic_write(instance.directory / "env.json", json.dumps({"env": env, "run": run}, indent=1), 0o600)
 
 
 def send_event(instance: Instance, kind: str, **details: object) -> None:
@@ -124,7 +130,7 @@ def launch(pk: int, generation: int | None = None, action: str = "start", instal
             if pid is None:
                 return
         generation = instance.generation
-    _wait_ready(pk, pid, generation)
+    _watch_ready(pk, pid, generation)
 
 
 def _spawn(instance: Instance, action: str = "start", install_only: bool = False) -> int | None:
@@ -335,11 +341,29 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
         time.sleep(READY_POLL_SECONDS)
 
 
+def _watch_ready(pk: int, pid: int, generation: int) -> None:
+    """_wait_ready in a thread of its own, not the job's: an install can take hours, and each one
+    holding a job-queue worker would leave none for nginx regenerations, stops, other starts and
+    notifications. (Jobs of the same instance ran beside a wait before too, in other workers: its
+    writes are conditional on the pid and generation it waits for.) A worker restart ends it; the
+    reconcile at its start resumes it (await_ready)."""
+
+    def watch() -> None:
+        try:
+            _wait_ready(pk, pid, generation)
+        except Exception:
+            log.exception("readiness wait of instance %s failed", pk)
+        finally:
+            connections.close_all()  # this thread's own
+
+    threading.Thread(target=watch, name=f"aikore-ready-{pk}", daemon=True).start()
+
+
 def await_ready(pk: int) -> None:
     """Resume a readiness wait (and the watch of the install) after the worker restarted."""
     instance = _get(pk)
     if instance and instance.pid and instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING):
-        _wait_ready(pk, instance.pid, instance.generation)
+        _watch_ready(pk, instance.pid, instance.generation)
 
 
 # --- the processes of an instance -------------------------------------------------------------
@@ -712,6 +736,19 @@ def record_exit(instance: Instance, exit_code: int | None, fatal: bool,
                             error_message=reason, stopped_at=timezone.now(), install_step=step)
         send_event(instance, "install_failed", step=step, reason=reason, log_tail=tail)
         return
+    if exit_code == 0 and not fatal and state and state["phase"] == "done":
+        # An install-only run (update or rebuild of a stopped instance) did its job and stays
+        # stopped: not an app that finished by itself. install_finished unless the readiness
+        # watch said it already (it turns `installing` into `starting` when it does).
+        unsaid = Instance.objects.filter(pk=pk, status=InstanceStatus.INSTALLING).update(
+            status=InstanceStatus.STARTING)
+        instance.append_log("install-only run done; the instance stays stopped")
+        Instance.objects.filter(pk=pk).update(want_running=False)
+        instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, exit_code=0,
+                            stopped_at=timezone.now(), error_message="", install_step="", install_progress=None)
+        if unsaid:
+            send_event(instance, "install_finished")
+        return
     if exit_code == 0 and not fatal:
         instance.append_log("exited with code 0 (finished)")
         Instance.objects.filter(pk=pk).update(want_running=False)
@@ -807,7 +844,10 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
         return
     if state == supervisor.STOPPING:
         # supervisord is stopping it and the job that asked died: finish the stop (or the start).
-        (tasks.start_instance if instance.want_running else tasks.stop_instance)(instance.pk)
+        if instance.want_running and (kind := resumed_run(instance)) is not None:
+            tasks.start_instance(instance.pk, *kind)
+        else:
+            tasks.stop_instance(instance.pk)
         changes.append(f"{instance.slug}: interrupted stop resumed")
         return
     leftovers = instance_processes(instance.pk)
@@ -825,14 +865,21 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
             due = instance.status_changed_at.timestamp() + backoff_delay(instance.restart_count)
             schedule_restart_queued(instance.pk, instance.generation, max(0.0, due - time.time()))
             changes.append(f"{instance.slug}: pending restart resumed")
+        elif (kind := resumed_run(instance)) is None:
+            # An install-only run that was over (its exit was not recorded): it stays stopped.
+            Instance.objects.filter(pk=instance.pk).update(want_running=False)
+            instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now(),
+                                install_step="", install_progress=None)
+            changes.append(f"{instance.slug}: its install-only run was done")
         else:
             if instance.status == InstanceStatus.INSTALLING:
                 instance.append_log(f"The install was interrupted at step {instance.install_step or '?'!r}; "
                                     "running it again.")
             if instance.status not in (InstanceStatus.STARTING, InstanceStatus.INSTALLING) or instance.pid:
                 instance.set_status(InstanceStatus.STARTING, pid=None, pid_create_time=None)
-            tasks.start_instance(instance.pk)
-            changes.append(f"{instance.slug}: meant to run, starting it")
+            tasks.start_instance(instance.pk, *kind)
+            changes.append(f"{instance.slug}: meant to run, starting it"
+                           + (f" ({'install-only ' if kind[1] else ''}{kind[0]} resumed)" if kind != ("start", False) else ""))
         return
     if instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
         if leftovers:
@@ -849,6 +896,30 @@ def _reconcile_one(instance: Instance, info: dict | None, changes: list[str]) ->
         changes.append(f"{instance.slug}: not running, marked stopped")
     if info is not None and not leftovers:
         _forget_group(instance.pk)
+
+
+def resumed_run(instance: Instance) -> tuple[str, bool] | None:
+    """What to run again for an instance meant to run whose run AiKore's stop or crash cut short:
+    (action, install_only) for launch(), from the env.json that run started with. An update
+    fetches the code again and an install-only run (update or rebuild of a stopped instance)
+    installs and stays stopped, rather than a plain start that would skip the update or launch an
+    app promised to stay stopped. Once the run's install was over: a plain start, or None for an
+    install-only run that was done. A user's start or stop since that run (a newer generation)
+    wins: a plain start."""
+    try:
+        run = json.loads((instance.directory / "env.json").read_text())["run"]
+        action = "update" if run["action"] == "update" else "start"
+        install_only, generation = bool(run["install_only"]), run["generation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "start", False
+    if generation != instance.generation:
+        return "start", False
+    state = instance.install_state()
+    if state and state["phase"] == "done" and install_only:
+        return None
+    if state and state["phase"] in ("launching", "done"):
+        return "start", False
+    return action, install_only
 
 
 def autostart_all() -> list[str]:
@@ -872,14 +943,6 @@ def boot() -> list[str]:
     return changes
 
 
-def bump_generation(pk: int) -> None:
-    Instance.objects.filter(pk=pk).update(generation=F("generation") + 1)
-
-
-def tree_pids(pid: int | None) -> list[int]:
-    return [p.pid for p in _process_tree(pid)]
-
-
 # --- the whole stack: shutdown and a start after a crash --------------------------------------
 
 
@@ -890,6 +953,7 @@ def shutdown_stack() -> list[str]:
     one-second tick.) The desired state is kept: what ran starts again with AiKore."""
     notes: list[str] = []
     atomic_write(Path(settings.SHUTDOWN_FLAG), str(os.getpid()))
+    terminals = _stop_terminals()  # at the same moment as the instances, not after them
     timeout = settings.AIKORE_STOP_TIMEOUT
     mains: dict[int, psutil.Process | None] = {}
     signalled: set[int] = set()
@@ -931,13 +995,34 @@ def shutdown_stack() -> list[str]:
         instance.append_log(f"stopped: AiKore is shutting down{again}")
         instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None, stopped_at=timezone.now())
         notes.append(f"{instance.slug}: stopped")
+    if procs.terminate(procs.terminal_processes(settings.AIKORE_STACK_ID), TERMINAL_STOP_SECONDS):
+        notes.append("terminal processes needed SIGKILL")
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
-        supervisor.remove_groups(loaded)
+        supervisor.remove_groups(loaded, terminals)
     _remove_stack_cgroup()
     with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
         # Everything but the watcher (which may be running this) at once; then supervisord.
         supervisor.shutdown(first=("boot", "nginx", "daphne", "worker"))
     return notes
+
+
+def _stop_terminals() -> set[int]:
+    """SIGTERM to every instance terminal's tmux server (through supervisord, without waiting) and
+    SIGHUP + SIGTERM to whatever their shells started, wherever it went (the terminal marker).
+    Returns the terminals whose groups supervisord has loaded: the shutdown unloads them with the
+    instances' (supervisord's own shutdown visits every loaded group on a one-second tick)."""
+    try:
+        infos = supervisor.terminal_infos()
+    except (supervisor.SupervisorError, xmlrpc.client.Fault):
+        infos = {}
+    for pk, info in infos.items():
+        if info["statename"] in supervisor.ALIVE_STATES:
+            with contextlib.suppress(supervisor.SupervisorError):
+                supervisor.stop_terminal(pk, wait=False)
+    marked = procs.terminal_processes(settings.AIKORE_STACK_ID)
+    procs.signal_all(marked, signal.SIGHUP)  # interactive shells ignore SIGTERM
+    procs.signal_all(marked, signal.SIGTERM)
+    return set(infos)
 
 
 def _pidfile_process(path: Path, name: str) -> psutil.Process | None:

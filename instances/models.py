@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -242,10 +244,6 @@ class Instance(models.Model):
     @property
     def url_path(self) -> str:
         return f"/instance/{self.slug}/"
-
-    @property
-    def supervisor_group(self) -> str:
-        return f"instance-{self.pk}"
 
     @property
     def is_active(self) -> bool:
@@ -690,6 +688,7 @@ class Instance(models.Model):
         trash/; None (the default) does so when it holds the user's files (deletion_plan)."""
         from aikore_site import events
         from instances import lifecycle
+        from terminals import service as terminals
 
         satellites = list(self.satellites.values_list("name", flat=True))
         if satellites:
@@ -702,11 +701,17 @@ class Instance(models.Model):
         pk = self.pk
         self.delete()
         events.publish(events.INSTANCES_GROUP, {"type": "instance.deleted", "id": pk})
+        # Its terminal goes too: after the row's delete has committed, never inside the delete's
+        # transaction (the supervisord calls and the wait for its shells would hold the database's
+        # write lock for seconds).
+        transaction.on_commit(partial(terminals.remove, pk))
         if directory.exists():
             if keep_files:
                 # The environment is large and rebuilt from the cache in seconds: not worth trash.
                 shutil.rmtree(directory / ENV_DIRNAME, ignore_errors=True)
-                trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}"
+                # Unique: two deletes of one name within a second must not meet (shutil.move would
+                # put the second folder inside the first).
+                trash = Path(settings.TRASH_DIR) / f"{self.slug}-{int(time.time())}-{secrets.token_hex(4)}"
                 shutil.move(str(directory), str(trash))
             else:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -727,6 +732,7 @@ class Instance(models.Model):
         from instances import tasks
 
         self.check_env_action(action)
+        self.require_supervisor()  # a rebuild would delete the environment, then fail to launch
         restarts = self.is_active or self.status == InstanceStatus.STOPPING
         verb = {"update": "Updating", "rebuild": "Rebuilding the environment of"}[action]
         if restarts:

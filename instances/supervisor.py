@@ -176,10 +176,12 @@ def render_group_config(instance: Instance) -> str:
 
 def ensure_group(instance: Instance) -> None:
     """Make supervisord's view of the instance's group match the rendered config."""
+    _ensure_group(group_name(instance.pk), conf_path(instance.pk), render_group_config(instance))
 
-    group = group_name(instance.pk)
-    text = render_group_config(instance)
-    path = conf_path(instance.pk)
+
+def _ensure_group(group: str, path: Path, text: str) -> None:
+    """Write a group's config if it changed and make supervisord load it (a changed group is
+    replaced, which stops its programs)."""
     with config_lock():
         current = path.read_text() if path.exists() else None
         if current != text:
@@ -207,47 +209,67 @@ def _remove_group_locked(group: str) -> None:
 
 def remove_group(instance_id: int) -> None:
     """Stop and forget the group and delete its config file."""
-    group = group_name(instance_id)
+    _remove_group(group_name(instance_id), conf_path(instance_id))
+
+
+def _remove_group(group: str, path: Path) -> None:
     with config_lock():
-        conf_path(instance_id).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         _remove_group_locked(group)
         call("reloadConfig")
 
 
-def remove_groups(instance_ids: set[int] | list[int]) -> None:
-    """remove_group for many at once (one reloadConfig): the stack's shutdown unloads them all."""
+def remove_groups(instance_ids: set[int] | list[int], terminal_ids: set[int] | list[int] = ()) -> None:
+    """remove_group (and remove_terminal_group) for many at once (one reloadConfig): the stack's
+    shutdown unloads them all, so the next supervisord starts with none loaded."""
     with config_lock():
-        for instance_id in instance_ids:
-            conf_path(instance_id).unlink(missing_ok=True)
+        groups = [(group_name(pk), conf_path(pk)) for pk in instance_ids]
+        groups += [(terminal_group_name(pk), terminal_conf_path(pk)) for pk in terminal_ids]
+        for group, path in groups:
+            path.unlink(missing_ok=True)
             with contextlib.suppress(xmlrpc.client.Fault):
-                _remove_group_locked(group_name(instance_id))
-        for path in Path(settings.SUPERVISOR_INSTANCE_CONF_DIR).glob("instance-*.conf"):
-            path.unlink(missing_ok=True)  # groups never loaded (a start that failed midway)
+                _remove_group_locked(group)
+        for pattern in ("instance-*.conf", "terminal-*.conf"):
+            for path in Path(settings.SUPERVISOR_INSTANCE_CONF_DIR).glob(pattern):
+                path.unlink(missing_ok=True)  # groups never loaded (a start that failed midway)
         call("reloadConfig")
 
 
 def start_webui(instance_id: int) -> dict:
+    _start(webui_process(instance_id), "the instance")
+    return process_info(instance_id) or {}
+
+
+def _start(process: str, what: str) -> None:
     try:
-        call("startProcess", webui_process(instance_id), True)
+        call("startProcess", process, True)
     except xmlrpc.client.Fault as exc:
         if exc.faultCode != Faults.ALREADY_STARTED:
-            raise SupervisorError(f"supervisord could not start the instance: {exc.faultString}") from exc
-    return process_info(instance_id) or {}
+            raise SupervisorError(f"supervisord could not start {what}: {exc.faultString}") from exc
 
 
 def stop_group(instance_id: int, wait: bool = True) -> None:
     """SIGTERM to the process group, SIGKILL after stopwaitsecs (supervisord does both).
     wait=True blocks until supervisord's main loop notices, which can take up to a second."""
+    _stop("stopProcessGroup", group_name(instance_id), wait, "the instance")
+
+
+def _stop(method: str, name: str, wait: bool, what: str) -> None:
     try:
-        call("stopProcessGroup", group_name(instance_id), wait)
+        call(method, name, wait)
     except xmlrpc.client.Fault as exc:
         if exc.faultCode not in (Faults.BAD_NAME, Faults.NOT_RUNNING):
-            raise SupervisorError(f"supervisord could not stop the instance: {exc.faultString}") from exc
+            raise SupervisorError(f"supervisord could not stop {what}: {exc.faultString}") from exc
 
 
 def process_info(instance_id: int) -> dict | None:
+    return _process_info(webui_process(instance_id))
+
+
+def _process_info(process: str) -> dict | None:
+    """supervisord's info on a process; None when it has no such process loaded."""
     try:
-        return call("getProcessInfo", webui_process(instance_id))
+        return call("getProcessInfo", process)
     except xmlrpc.client.Fault as exc:
         if exc.faultCode == Faults.BAD_NAME:
             return None
@@ -307,6 +329,7 @@ def render_terminal_config(instance_id: int, command: list[str], log_path: Path)
     """Only numbers and paths AiKore made reach this file (the command names the tmux server's
     launcher and its spec file; user-typed values travel in the spec)."""
     group = terminal_group_name(instance_id)
+    marker = procs.instance_marker(settings.AIKORE_STACK_ID, instance_id)
     return "\n".join([
         f"; rendered by AiKore for the terminal of instance {instance_id}; do not edit",
         f"[group:{group}]",
@@ -323,10 +346,14 @@ def render_terminal_config(instance_id: int, command: list[str], log_path: Path)
         "stopwaitsecs=5",
         "stopasgroup=true",
         "killasgroup=true",
+        # What the terminal makes is the user's, like the app's files: the instance's umask.
+        f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
         f"stdout_logfile={_conf_value(str(log_path))}",
         "stdout_logfile_maxbytes=1MB",
         "stdout_logfile_backups=1",
+        # Finds whatever a shell left running (setsid -f, daemons) when the terminal goes.
+        f'environment={procs.TERMINAL_VAR}="{_conf_value(marker)}"',
         "",
     ])
 
@@ -334,50 +361,33 @@ def render_terminal_config(instance_id: int, command: list[str], log_path: Path)
 def ensure_terminal_group(instance_id: int, command: list[str], log_path: Path) -> None:
     """Make supervisord's view of the terminal group match its rendered config (a changed one is
     replaced, which stops its tmux server)."""
-    group = terminal_group_name(instance_id)
-    text = render_terminal_config(instance_id, command, log_path)
-    path = terminal_conf_path(instance_id)
-    with config_lock():
-        current = path.read_text() if path.exists() else None
-        if current != text:
-            atomic_write(path, text)
-        added, changed, _removed = call("reloadConfig")[0]
-        if group in changed:
-            _remove_group_locked(group)
-            call("addProcessGroup", group)
-        elif group in added:
-            call("addProcessGroup", group)
+    _ensure_group(terminal_group_name(instance_id), terminal_conf_path(instance_id),
+                  render_terminal_config(instance_id, command, log_path))
 
 
 def terminal_info(instance_id: int) -> dict | None:
-    try:
-        return call("getProcessInfo", terminal_process(instance_id))
-    except xmlrpc.client.Fault as exc:
-        if exc.faultCode == Faults.BAD_NAME:
-            return None
-        raise
+    return _process_info(terminal_process(instance_id))
+
+
+def terminal_infos() -> dict[int, dict]:
+    """supervisord's view of every terminal group it has loaded: {instance id: process info}."""
+    infos = {}
+    for info in call("getAllProcessInfo"):
+        group, _, pk = info["group"].partition("-")
+        if group == "terminal" and pk.isdigit() and info["name"].endswith("-tmux"):
+            infos[int(pk)] = info
+    return infos
 
 
 def start_terminal(instance_id: int) -> dict:
-    try:
-        call("startProcess", terminal_process(instance_id), True)
-    except xmlrpc.client.Fault as exc:
-        if exc.faultCode != Faults.ALREADY_STARTED:
-            raise SupervisorError(f"supervisord could not start the terminal: {exc.faultString}") from exc
+    _start(terminal_process(instance_id), "the terminal")
     return terminal_info(instance_id) or {}
 
 
 def stop_terminal(instance_id: int, wait: bool = True) -> None:
-    try:
-        call("stopProcess", terminal_process(instance_id), wait)
-    except xmlrpc.client.Fault as exc:
-        if exc.faultCode not in (Faults.BAD_NAME, Faults.NOT_RUNNING):
-            raise SupervisorError(f"supervisord could not stop the terminal: {exc.faultString}") from exc
+    _stop("stopProcess", terminal_process(instance_id), wait, "the terminal")
 
 
 def remove_terminal_group(instance_id: int) -> None:
     """Stop the terminal's tmux server, forget its group and delete its config file."""
-    with config_lock():
-        terminal_conf_path(instance_id).unlink(missing_ok=True)
-        _remove_group_locked(terminal_group_name(instance_id))
-        call("reloadConfig")
+    _remove_group(terminal_group_name(instance_id), terminal_conf_path(instance_id))

@@ -17,8 +17,8 @@ _reconcile_lock = threading.Lock()
 
 
 @db_task()
-def start_instance(pk: int) -> None:
-    lifecycle.launch(pk)
+def start_instance(pk: int, action: str = "start", install_only: bool = False) -> None:
+    lifecycle.launch(pk, action=action, install_only=install_only)
 
 
 @db_task()

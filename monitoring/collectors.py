@@ -11,6 +11,7 @@ needs. ``NvmlSource`` (nvidia-ml-py) is the default and imports cleanly without 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 
 import psutil
 import pynvml
+
+from aikore_site import procs
 
 log = logging.getLogger(__name__)
 
@@ -490,14 +493,47 @@ def _proc_children(pid: int) -> list[int] | None:
     return children
 
 
-class ProcessTreeCollector:
-    """CPU % and RSS of each instance's whole process tree. psutil.Process objects are kept between
-    samples (keyed by pid and create time), so cpu_percent() compares with the previous sample
-    and a recycled PID is never mistaken for the old process."""
+# How often the sampler looks for an instance's processes outside its main process's tree (a
+# double fork, setsid, a daemon) by their marker: a pass over every process's environment (about
+# 5 µs a process), too dear for every sample. Cgroup members, when instances get cgroups, are read
+# at every sample (one small file each).
+MARKER_SCAN_SECONDS = 10.0
 
-    def __init__(self) -> None:
+
+class ProcessTreeCollector:
+    """CPU % and RSS of each instance's processes: its main process's tree, plus what escaped it,
+    found as lifecycle.instance_processes() finds them (the instance's marker and cgroup,
+    aikore_site/procs.py). psutil.Process objects are kept between samples (keyed by pid and
+    create time), so cpu_percent() compares with the previous sample and a recycled PID is never
+    mistaken for the old process."""
+
+    def __init__(self, stack_id: str | None = None, cgroup_of: Any = None) -> None:
         self._procs: dict[int, psutil.Process] = {}
         self._proc_children_works = True
+        self._stack_id = stack_id  # None: look at the main process's tree only
+        self._cgroup_of = cgroup_of  # instance id -> its cgroup directory or None
+        self._marked: dict[int, list[tuple[int, float]]] = {}
+        self._scanned_at = -math.inf
+
+    def _escaped(self, instance_id: int) -> list[tuple[int, float | None]]:
+        """(pid, create time or None) of the instance's marked or cgroup processes, tree or not.
+        A cgroup's list is the kernel's of this moment: no create time needed against recycling."""
+        found: list[tuple[int, float | None]] = list(self._marked.get(instance_id, ()))
+        path = self._cgroup_of(instance_id) if self._cgroup_of is not None else None
+        if path is not None:
+            found.extend((pid, None) for pid in procs.cgroup_pids(path))
+        return found
+
+    def _scan_markers(self) -> None:
+        if self._stack_id is None or time.monotonic() - self._scanned_at < MARKER_SCAN_SECONDS:
+            return
+        self._scanned_at = time.monotonic()
+        marked: dict[int, list[tuple[int, float]]] = {}
+        for match in procs.scan(self._stack_id):
+            if match.instance is not None:
+                with contextlib.suppress(psutil.Error):
+                    marked.setdefault(match.instance, []).append((match.proc.pid, match.proc.create_time()))
+        self._marked = marked
 
     def _process(self, pid: int, create_time: float | None = None) -> psutil.Process | None:
         proc = self._procs.get(pid)
@@ -546,6 +582,7 @@ class ProcessTreeCollector:
         """{instance id: {"pid", "cpu_percent", "rss", "processes", "pids"}} for instances alive."""
         result: dict[int, dict] = {}
         live: set[int] = set()
+        self._scan_markers()
         for ref in instances:
             root = self._process(ref.pid, ref.create_time)
             if root is None:
@@ -553,7 +590,15 @@ class ProcessTreeCollector:
             cpu = 0.0
             rss = 0
             pids = []
-            for proc in self._tree(root):
+            members = self._tree(root)
+            in_tree = {proc.pid for proc in members}
+            for pid, created in self._escaped(ref.id):
+                if pid not in in_tree:
+                    proc = self._process(pid, created)
+                    if proc is not None:
+                        in_tree.add(pid)
+                        members.append(proc)
+            for proc in members:
                 try:
                     with proc.oneshot():
                         cpu += proc.cpu_percent()

@@ -67,13 +67,14 @@ class Sampler:
         instance_source: InstanceSource = running_instances,
         gpu_source: GpuSource | None = None,
         gpu_retry_seconds: float = 60.0,
+        trees: ProcessTreeCollector | None = None,
     ) -> None:
         self.interval = float(interval)
         self.history_seconds = float(history_seconds)
         self.instance_source = instance_source
         self.host = HostCollector(disk_path)
         self.gpu = GpuCollector(gpu_source, retry_seconds=gpu_retry_seconds)
-        self.trees = ProcessTreeCollector()
+        self.trees = trees or ProcessTreeCollector()
         self._buffer: deque[dict] = deque(maxlen=math.ceil(self.history_seconds / self.interval) + 1)
         self._lock = threading.Lock()  # sample() may run in the loop's thread pool and a view's thread
         self._seq = 0
@@ -163,9 +164,12 @@ def get_sampler() -> Sampler:
     """This process's sampler, created on first use with the settings' interval and history."""
     global _sampler
     if _sampler is None:
+        from instances.supervisor import instance_cgroup
+
         with _sampler_lock:
             if _sampler is None:
                 _sampler = Sampler(
+                    trees=ProcessTreeCollector(settings.AIKORE_STACK_ID, cgroup_of=instance_cgroup),
                     interval=settings.AIKORE_SAMPLE_INTERVAL,
                     history_seconds=settings.AIKORE_HISTORY_SECONDS,
                     disk_path=settings.AIKORE_DATA_DIR,

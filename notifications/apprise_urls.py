@@ -71,3 +71,19 @@ def mask_url(url: str) -> str:
     if port:
         shown += f":{port}"
     return f"{scheme}://{shown}/…"
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """`text` (a delivery's error: a plugin's exception or log lines, which may quote the request
+    URL: a bot token in a path, a password) without any part of `url` that mask_url would hide."""
+    match = _SCHEME_RE.match(url or "")
+    if not text or not match:
+        return text
+    shown = mask_url(url)
+    from urllib.parse import unquote
+
+    parts = {p for p in re.split(r"[/:@?&=#;,+]+", url[match.end():]) if len(p) >= 6}  # a port has 5 digits at most
+    for part in sorted(parts | {unquote(p) for p in parts}, key=len, reverse=True):
+        if part not in shown:
+            text = text.replace(part, "…")
+    return text

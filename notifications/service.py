@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from aikore_site import events as live_events
-from notifications.apprise_urls import mask_url
+from notifications.apprise_urls import mask_url, scrub_secrets
 from notifications.models import (
     INSTANCE_KINDS,
     KIND_DESCRIPTIONS,
@@ -281,11 +281,12 @@ def send(url: str, title: str, body: str, level: str = Level.INFO) -> tuple[bool
             body_format=apprise.NotifyFormat.TEXT, timeout=settings.AIKORE_NOTIFY_TIMEOUT,
         )
     except Exception as exc:  # a broken plugin must not break the job
-        return False, f"{exc.__class__.__name__}: {exc}"[:500]
+        return False, scrub_secrets(f"{exc.__class__.__name__}: {exc}", url)[:500]
     if result:
         return True, ""
     problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")]
-    return False, (" ".join(dict.fromkeys(problems)) or f"Not delivered ({result.status.name.lower()}).")[:1000]
+    error = " ".join(dict.fromkeys(problems)) or f"Not delivered ({result.status.name.lower()})."
+    return False, scrub_secrets(error, url)[:1000]
 
 
 def attempt_delivery(delivery_id: int, final: bool) -> bool | None:
@@ -332,10 +333,12 @@ def delivery_json(delivery: Delivery) -> dict:
             "updated_at": _iso(delivery.updated_at)}
 
 
-def event_json(event: Event, deliveries: list[Delivery] | None = None) -> dict:
+def event_json(event: Event, deliveries: list[Delivery] | None = None, admin: bool = True) -> dict:
+    """An event as the API and /ws/notifications/ give it; admin=False (viewers, operators): each
+    delivery's status without its target's name and error (targets are the admin role's)."""
     if deliveries is None:
         deliveries = list(event.deliveries.select_related("target").order_by("pk"))
-    return {
+    data = {
         "id": event.pk, "created_at": _iso(event.created_at), "kind": event.kind,
         "kind_label": EventKind(event.kind).label if event.kind in EventKind.values else event.kind,
         "level": event.level, "instance_id": event.instance_id, "instance_name": event.instance_name,
@@ -343,9 +346,17 @@ def event_json(event: Event, deliveries: list[Delivery] | None = None) -> dict:
         "suppressed_by": event.suppressed_by_id,
         "deliveries": [delivery_json(d) for d in deliveries],
     }
+    return data if admin else without_target_details(data)
 
 
-def events_json(limit: int = 200, instance_id: int | None = None, kind: str | None = None) -> list[dict]:
+def without_target_details(event: dict) -> dict:
+    """An event_json() for someone without the admin role: deliveries keep their status and
+    attempts; the target's name and the error text are the admin role's, as the targets are."""
+    return {**event, "deliveries": [{**d, "target_name": "", "error": ""} for d in event["deliveries"]]}
+
+
+def events_json(limit: int = 200, instance_id: int | None = None, kind: str | None = None,
+                admin: bool = True) -> list[dict]:
     query = Event.objects.all()
     if instance_id is not None:
         query = query.filter(instance_id=instance_id)
@@ -355,7 +366,7 @@ def events_json(limit: int = 200, instance_id: int | None = None, kind: str | No
     by_event: dict[int, list[Delivery]] = {e.pk: [] for e in events}
     for delivery in Delivery.objects.filter(event_id__in=by_event).select_related("target").order_by("pk"):
         by_event[delivery.event_id].append(delivery)
-    return [event_json(e, by_event[e.pk]) for e in events]
+    return [event_json(e, by_event[e.pk], admin) for e in events]
 
 
 def target_json(target: Target) -> dict:

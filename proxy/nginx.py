@@ -25,7 +25,7 @@ import psutil
 from django.conf import settings
 
 from aikore_site.files import atomic_write, file_lock
-from proxy.render import config_generation, render_nginx_config
+from proxy.render import config_generation, local_address, render_nginx_config
 
 log = logging.getLogger(__name__)
 
@@ -178,18 +178,10 @@ def expected_generation() -> str | None:
         return None
 
 
-def _local_address(bind: str) -> str:
-    """Where this machine reaches a server listening on AIKORE_BIND."""
-    bind = bind.strip("[]")
-    if bind in ("", "*", "0.0.0.0", "localhost"):
-        return "127.0.0.1"
-    return "::1" if bind == "::" else bind
-
-
 def serving_generation(timeout: float = 1.0) -> str:
     """The generation nginx answers on AIKORE_PORT right now. Raises OSError (or
     http.client.HTTPException) when nothing answers as AiKore's nginx would."""
-    conn = http.client.HTTPConnection(_local_address(settings.AIKORE_BIND), settings.AIKORE_PORT, timeout=timeout)
+    conn = http.client.HTTPConnection(local_address(settings.AIKORE_BIND), settings.AIKORE_PORT, timeout=timeout)
     try:
         conn.request("GET", "/_aikore/generation", headers={"Connection": "close"})
         response = conn.getresponse()

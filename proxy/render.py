@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TEMPLATE_NAME = "proxy/nginx.conf"
 # Rendered in place of the generation, then replaced by a hash of the whole text.
 GENERATION_PLACEHOLDER = "@AIKORE_GENERATION@"
-GENERATION_RE = re.compile(r'location = /_aikore/generation \{[^}]*return 200 "([0-9a-f]+)";')
+GENERATION_RE = re.compile(r'location = /_aikore/generation \{(?:[^{}]|\{[^{}]*\})*return 200 "([0-9a-f]+)";')
 SAFE_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 SAFE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
@@ -132,6 +132,25 @@ def listen_address(bind: str, port: int) -> str:
     return f"{bind}:{safe_port(port)}"
 
 
+def local_address(bind: str) -> str:
+    """Where this machine reaches a server listening on AIKORE_BIND (/api/health asks nginx there)."""
+    bind = bind.strip("[]")
+    if bind in ("", "*", "0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    return "::1" if bind == "::" else bind
+
+
+def generation_source(bind: str) -> str:
+    """The address /api/health's connection to nginx comes from, when it is not a loopback one:
+    a connection to a LAN address of this machine comes from that address, which nginx must let
+    read /_aikore/generation too ("" when loopback already covers it)."""
+    try:
+        address = ipaddress.ip_address(local_address(bind))
+    except ValueError:
+        raise UnsafeValue(f"not an address: {bind!r}") from None
+    return "" if address.is_loopback else str(address)
+
+
 def proxied_instances() -> list[ProxiedInstance]:
     """Instances that run or are about to (a crash restart keeps its location: no churn)."""
     rows = (
@@ -195,6 +214,7 @@ def render_nginx_config(source: str | None = None) -> str:
         "listen": listen_address(bind, settings.AIKORE_PORT),
         "apps_listen": listen_address(bind, settings.AIKORE_APPS_PORT),
         "bind": listen_address(bind, 1).rsplit(":", 1)[0],
+        "generation_source": generation_source(bind),
         "instances": instances,
         "apps_instances": on_apps_port,
         "public_instances": public,

@@ -27,7 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts import appaccess, roles
-from instances.models import ACTIVE_STATUSES, Instance
+from instances.models import ACTIVE_STATUSES, Instance, ServiceUnavailable
 from proxy import origins
 
 PAGE_METHODS = ("GET", "HEAD")
@@ -146,7 +146,10 @@ def start_page(request: HttpRequest, slug: str) -> HttpResponse:
         return _page(request, "proxy/start.html", {"error": "You may not start this instance."}, status=403)
     if request.method == "POST":
         if not instance.is_active:
-            instance.start()
+            try:
+                instance.start()
+            except ServiceUnavailable as exc:
+                return _page(request, "proxy/start.html", {"error": str(exc)}, status=503)
         return HttpResponseRedirect(f"/_aikore/handoff?to={quote(origin)}&next={quote(next_path, safe='/')}")
     return _page(request, "proxy/start.html", {"instance": instance, "origin": origin, "next": next_path})
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
+from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
 from instances import supervisor
 from instances.models import Instance
@@ -153,7 +154,8 @@ def _start_server(instance: Instance) -> None:
 
 def _stop_server(instance_id: int, sweep_all: bool = False) -> None:
     """Stop the tmux server (its shells get SIGHUP). sweep_all also ends what escaped that (nohup,
-    setsid): for a deleted instance nothing of its terminal may survive."""
+    setsid, daemons: found in the tree and by the terminal's marker in their environment): for a
+    deleted instance nothing of its terminal may survive."""
     info = supervisor.terminal_info(instance_id)
     pid = info.get("pid") if info else None
     tree: list[psutil.Process] = []
@@ -170,7 +172,12 @@ def _stop_server(instance_id: int, sweep_all: bool = False) -> None:
             break
         time.sleep(0.01)
     if sweep_all:
-        _end_processes(tree)
+        _end_processes(tree + marked_processes(instance_id))
+
+
+def marked_processes(instance_id: int) -> list[psutil.Process]:
+    """Every live process of the instance's terminal, wherever it went (aikore_site/procs.py)."""
+    return procs.terminal_processes(settings.AIKORE_STACK_ID, instance_id)
 
 
 def _end_processes(processes: list[psutil.Process], grace: float = 0.5) -> None:
@@ -304,6 +311,7 @@ def remove(instance_id: int) -> None:
             if supervisor.terminal_conf_path(instance_id).exists() or supervisor.terminal_info(instance_id):
                 _stop_server(instance_id, sweep_all=True)
                 supervisor.remove_terminal_group(instance_id)
+            _end_processes(marked_processes(instance_id))  # even with no server left (a restart)
     except (supervisor.SupervisorError, xmlrpc.client.Fault, OSError, TerminalError) as exc:
         log.warning("terminal of instance %s: cleanup incomplete: %s", instance_id, exc)
         with contextlib.suppress(OSError):

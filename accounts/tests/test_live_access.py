@@ -120,6 +120,35 @@ def test_deactivating_the_user_or_taking_the_role_closes_every_stream(live, bob,
         assert [closed_with(s) for s in streams] == [4401] * 3
 
 
+def test_taking_the_role_inside_a_transaction_closes_the_streams_once_it_commits(live, alice, viewer, operator,
+                                                                                   idle_instance) -> None:
+    """The admin's user form saves inside a transaction: the streams are told after the commit,
+    so they check the new state (told before, they saw the old role and stayed open for good)."""
+    from django.db import transaction
+    from django.test import Client
+
+    with ExitStack() as stack:
+        streams = open_streams(stack, idle_instance.pk, session_value(viewer))
+        with transaction.atomic():
+            roles.assign(viewer, None)
+            time.sleep(1.0)  # the streams would have checked by now, and found the old role
+            assert [closed_with(s, 0.1) for s in streams] == [None] * 3  # not yet: nothing committed
+        assert [closed_with(s) for s in streams] == [4401] * 3
+
+        # The same through the admin's own user form (its save runs in a transaction).
+        streams = open_streams(stack, idle_instance.pk, session_value(operator))
+        admin = Client()
+        admin.force_login(alice)
+        form = {"username": operator.username, "first_name": "", "last_name": "", "email": operator.email,
+                "is_active": "on", "groups": [], "user_permissions": [], "last_login_0": "", "last_login_1": "",
+                "date_joined_0": operator.date_joined.strftime("%Y-%m-%d"),
+                "date_joined_1": operator.date_joined.strftime("%H:%M:%S")}
+        answer = admin.post(f"/admin/auth/user/{operator.pk}/change/", form)
+        assert answer.status_code == 302, answer.content.decode()[:2000]
+        assert roles.own_role(operator) is None
+        assert [closed_with(s) for s in streams] == [4401] * 3
+
+
 def test_revoking_a_token_closes_its_streams(live, alice, idle_instance) -> None:
     token, raw = ApiToken.issue(alice, "monitor", roles.VIEWER)
     _, other = ApiToken.issue(alice, "other", roles.VIEWER)

@@ -138,3 +138,61 @@ def test_edit_form_reports_every_bad_field_at_once(staff, bp):
     html = response.content.decode()
     assert response.status_code == 200
     assert "field-name" in html and "field-gpu_ids" in html and html.count('class="errorlist') >= 2
+
+
+def test_djangos_own_delete_is_not_offered(staff, bp):
+    """It would drop the row alone, leaving the processes, the supervisord group and the folder:
+    the "Delete selected instances" action deletes as every other entry point does."""
+    instance = Instance.objects.create_instance(name="No Plain Delete", blueprint=bp)
+    assert staff.get(f"/admin/instances/instance/{instance.pk}/delete/").status_code == 403
+    changelist = staff.get("/admin/instances/instance/").content.decode()
+    assert 'value="delete_selected"' not in changelist and 'value="delete_selected_instances"' in changelist
+    change = staff.get(f"/admin/instances/instance/{instance.pk}/change/").content.decode()
+    assert "deletelink" not in change
+
+
+def test_edit_form_saves_and_says_so_when_the_restart_cannot_be_asked_for(staff, bp):
+    from unittest import mock
+
+    instance = Instance.objects.create_instance(name="Restart Later", blueprint=bp)
+    Instance.objects.filter(pk=instance.pk).update(status="running", want_running=True)
+    with mock.patch("instances.supervisor.is_available", return_value=False):
+        response = staff.post(f"/admin/instances/instance/{instance.pk}/change/",
+                              form_data(staff, instance, launch_args="--new"), follow=True)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Saved, but not restarted" in html and "supervisord is not reachable" in html
+    instance.refresh_from_db()
+    assert instance.launch_args == "--new"
+
+
+@pytest.mark.stack
+@pytest.mark.django_db(transaction=True)
+def test_delete_action_stops_and_removes_like_the_api(live, staff, bp):
+    from instances.tests.helpers import wait_status
+
+    running = Instance.objects.create_instance(name="Deleted Running", blueprint=bp)
+    running.start()
+    running = wait_status(running, "running")
+    pid, directory = running.pid, running.directory
+    parent = Instance.objects.create_instance(name="Deleted Parent", blueprint=bp)
+    satellite = Instance.objects.create_instance(name="Deleted Sat", blueprint=bp, parent=parent)
+    lone_parent = Instance.objects.create_instance(name="Kept Parent", blueprint=bp)
+    Instance.objects.create_instance(name="Kept Sat", blueprint=bp, parent=lone_parent)
+    response = staff.post("/admin/instances/instance/", {
+        "action": "delete_selected_instances",
+        "_selected_action": [running.pk, parent.pk, satellite.pk, lone_parent.pk],
+        "csrfmiddlewaretoken": staff.cookies[settings.CSRF_COOKIE_NAME].value,
+    }, follow=True)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Deleted Deleted Running" in html and "Deleted Deleted Sat" in html and "Deleted Deleted Parent" in html
+    assert "Kept Parent" in html and "delete them first" in html  # its satellite was not selected
+    assert set(Instance.objects.values_list("name", flat=True)) == {"Kept Parent", "Kept Sat"}
+    assert not directory.exists()
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    from instances import supervisor
+
+    assert supervisor.process_info(running.pk) is None and not supervisor.conf_path(running.pk).exists()

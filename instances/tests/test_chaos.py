@@ -104,8 +104,10 @@ class Outside:
         return response.json()["data"]
 
     def health(self) -> dict:
+        """/api/health as the signed-in admin sees it (reasons, generations); anonymous callers
+        get the booleans and codes only."""
         try:
-            return httpx.get(self.stack.base_url + "/api/health", timeout=10).json()
+            return self.client.get("/api/health", timeout=10).json()
         except (httpx.HTTPError, ValueError):
             return {}
 
@@ -132,6 +134,27 @@ class Outside:
 
     def marked(self, pk: int | None = None) -> list[psutil.Process]:
         return [m.proc for m in procs.scan(self.stack_id, instance=pk) if pk is not None or m.instance is not None]
+
+    def escape_from_terminal(self, pk: int) -> psutil.Process:
+        """Open the instance's terminal and start a process there that leaves the tmux server's
+        tree (setsid -f); returns it."""
+        from websockets.sync.client import connect
+
+        from terminals.tests.helpers import Term
+
+        escape = f"1000.{os.getpid()}{pk}"  # a command line no other test's process has
+        cookie = f"{settings.SESSION_COOKIE_NAME}={self.client.cookies[settings.SESSION_COOKIE_NAME]}"
+        ws_url = self.stack.base_url.replace("http://", "ws://") + f"/ws/instances/{pk}/terminal/?cols=80&rows=24"
+        with Term(connect(ws_url, additional_headers={"Cookie": cookie}, origin=self.stack.base_url,
+                          open_timeout=15, max_size=None)) as term:
+            term.wait_message("attached")
+            term.run(f"setsid -f sleep {escape} >/dev/null 2>&1", "escaped")
+
+        def escapees() -> list[psutil.Process]:
+            return [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", escape]]
+
+        wait_for(escapees, 10, "the setsid'd sleep")
+        return escapees()[0]
 
 
 def kill(pid: int) -> None:
@@ -238,12 +261,19 @@ def test_stack_heals_after_sigkill_of_each_of_its_processes(tmp_path) -> None:
             assert out.rpc().getProcessInfo(f"instance-{pk}:instance-{pk}-webui")["pid"] == data["pid"]
         wait_for(lambda: all(len(out.marked(pk)) == 5 for pk in ids), 20, "each escaper once")
 
+        # Terminals too: their tmux servers stop with the instances, with whatever a shell left
+        # running outside the server's tree (setsid -f), and their groups are unloaded.
+        escaped = [out.escape_from_terminal(pk) for pk in ids[:2]]
+        assert len(list((stack.data_dir / "supervisor" / "instances").glob("terminal-*.conf"))) == 2
+
         # Stopping the stack (SIGTERM, as docker stop and Ctrl-C do): every instance gets its
         # SIGTERM at once, nothing is left behind, the desired state is kept for the next start.
         everything = out.marked()
         os.kill(stack.proc.pid, signal.SIGTERM)
         stack.proc.wait(30)
         assert alive(everything) == [] and out.marked() == []
+        assert alive(escaped) == []
+        assert list((stack.data_dir / "supervisor" / "instances").glob("*.conf")) == []
         terms = []
         for pk in slow:
             log = (stack.data_dir / "instances" / f"slow-stop-{slow.index(pk)}" / "output.log").read_text()

@@ -194,6 +194,24 @@ def test_satellite_rules(client, bp):
     assert client.get(f"/api/instances/{parent.pk}/deletion").json()["blocked_by_satellites"] == ["Unit Sat"]
 
 
+def test_update_and_rebuild_answer_503_while_supervisord_does_not_answer(client, bp):
+    """As start, stop and restart do: a job that cannot run is not accepted (a rebuild would
+    delete the environment, then fail to launch)."""
+    from unittest import mock
+
+    from huey.contrib.djhuey import HUEY
+
+    instance = Instance.objects.create_instance(name="No Supervisor", blueprint=bp)
+    (instance.directory / "env").mkdir()
+    (instance.directory / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    with mock.patch("instances.supervisor.is_available", return_value=False):
+        for action in ("update", "rebuild"):
+            r = send(client, "post", f"/api/instances/{instance.pk}/{action}")
+            assert r.status_code == 503 and "supervisord" in r.json()["detail"], r.content
+    assert not [t for t in HUEY.pending() if t.name in ("update_instance", "rebuild_instance")]
+    assert (instance.directory / "env" / "pyvenv.cfg").exists()
+
+
 def test_deletion_plan_and_trash_by_default_for_user_files(client, bp):
     instance = Instance.objects.create_instance(name="Deletable", blueprint=bp)
     plan = client.get(f"/api/instances/{instance.pk}/deletion").json()
@@ -213,6 +231,41 @@ def test_deletion_plan_and_trash_by_default_for_user_files(client, bp):
     [trashed] = set(Path(settings.TRASH_DIR).iterdir()) - trash_before
     assert (trashed / "app" / "user" / "workflow.json").read_text() == "{}"
     assert not (trashed / "env").exists()  # rebuildable: not kept
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delete_removes_the_terminal_once_the_rows_delete_has_committed(bp):
+    """Never inside the delete's transaction: the terminal's cleanup talks to supervisord and
+    waits for shells, which would hold the database's write lock all that time."""
+    from unittest import mock
+
+    from django.db import connection
+
+    instance = Instance.objects.create_instance(name="Terminal Goes", blueprint=bp)
+    pk = instance.pk
+    seen = []
+
+    def remove(pk: int) -> None:
+        seen.append((pk, connection.in_atomic_block, Instance.objects.filter(pk=pk).exists()))
+
+    with mock.patch("terminals.service.remove", side_effect=remove):
+        _halt_free(instance)()
+    assert seen == [(pk, False, False)]
+
+
+def test_two_deletes_of_one_name_in_the_same_second_keep_both_folders(bp):
+    from unittest import mock
+
+    trashed = []
+    with mock.patch("time.time", return_value=1_700_000_000.0):
+        for content in ("first", "second"):
+            instance = Instance.objects.create_instance(name="Same Name", blueprint=bp)
+            (instance.directory / "notes.txt").write_text(content)
+            before = set(Path(settings.TRASH_DIR).iterdir())
+            _halt_free(instance)()
+            [folder] = set(Path(settings.TRASH_DIR).iterdir()) - before
+            trashed.append(folder)
+    assert [(folder / "notes.txt").read_text() for folder in trashed] == ["first", "second"]
 
 
 def _halt_free(instance):
@@ -271,6 +324,25 @@ def test_launcher_takes_aikores_venv_off_path():
     cleaned = launcher.scrub_path(path, launcher.own_bin_dirs()).split(os.pathsep)
     assert venv_bin not in cleaned and "/usr/bin" in cleaned and "" not in cleaned
     assert {"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"} <= set(launcher.SCRUBBED)
+
+
+def test_no_setting_of_aikores_reaches_an_instance():
+    """Every AIKORE_* name AiKore reads (settings.py) or exports (docker/entry.sh), Django's and
+    supervisord's variables: none reaches an instance's processes but the process markers; what an
+    app needs comes from Instance.environment(). (AIKORE_NOTIFY_URLS holds notification secrets.)"""
+    import re
+
+    root = Path(settings.BASE_DIR)
+    names = set(re.findall(r"\bAIKORE_[A-Z0-9_]+\b", (root / "aikore_site" / "settings.py").read_text()))
+    names |= set(re.findall(r"\bAIKORE_[A-Z0-9_]+\b", (root / "docker" / "entry.sh").read_text()))
+    assert {"AIKORE_NOTIFY_URLS", "AIKORE_SECRET_KEY", "AIKORE_PYTHON", "AIKORE_STACK_ID"} <= names
+    base = {name: "x" for name in names}
+    base.update({"DJANGO_SETTINGS_MODULE": "x", "DATABASE_URL": "x", "SUPERVISOR_SERVER_URL": "x",
+                 "SUPERVISOR_ENABLED": "1", "AIKORE_SOMETHING_NEW": "x", "HOME": "/home/u", "UV_INDEX_URL": "x"})
+    env = launcher.child_environment(base, {"AIKORE_HOME": "/app", "WEBUI_PORT": "19001"})
+    passed = {name for name in env if name.startswith(("AIKORE_", "DJANGO_", "SUPERVISOR_")) or name == "DATABASE_URL"}
+    assert passed == {"AIKORE_HOME", "AIKORE_STACK_ID"}, passed  # the instance's, and the stack's marker
+    assert env["HOME"] == "/home/u" and env["UV_INDEX_URL"] == "x" and env["WEBUI_PORT"] == "19001"
 
 
 def test_install_events_are_signalled(bp):

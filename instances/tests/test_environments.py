@@ -363,3 +363,47 @@ def test_an_install_survives_a_worker_crash_and_a_dead_one_is_reconciled(live, w
     idle.refresh_from_db()
     assert idle.status == InstanceStatus.STOPPED and not idle.want_running
     assert "installing requirements" in idle.error_message and idle.install_step == ""
+
+
+HELD_INSTALL = """#!/usr/bin/env bash
+# aikore.name: Held install (test)
+# aikore.kind: test
+# aikore.ready: none
+# aikore.python: 3.11
+set -euo pipefail
+source "$AIKORE_HOME/blueprints/functions.sh"
+
+install() {
+    aikore_step "waiting for the go"
+    while [[ ! -e "$INSTANCE_CONF_DIR/go" ]]; do sleep 0.05; done
+}
+aikore_install install
+aikore_exec sleep 600
+"""
+
+
+def test_an_install_only_run_cut_short_by_aikore_is_resumed_as_one(live):
+    """The update of a stopped instance is interrupted when AiKore stops (or its supervisord dies):
+    at the next boot the reconcile runs it again as an install-only run, and the instance stays
+    stopped, as the update promised, instead of a plain start that launches the app."""
+    from instances import lifecycle, supervisor
+
+    instance = Instance.objects.create_instance(name="Held Update", blueprint=custom_blueprint("held-install",
+                                                                                                HELD_INSTALL))
+    assert instance.update_app()["restarts"] is False
+    wait_status(instance, InstanceStatus.INSTALLING)
+    # What a shutdown of AiKore leaves (lifecycle.shutdown_stack): the processes ended, the
+    # instance stopped but still meant to run (want_running), so that the next boot resumes it.
+    Instance.objects.filter(pk=instance.pk).update(pid=None)  # not a crash: no one records this exit
+    supervisor.stop_group(instance.pk)
+    instance.refresh_from_db()
+    instance.set_status(InstanceStatus.STOPPED, pid=None, pid_create_time=None)
+    assert instance.want_running
+    (instance.directory / "go").touch()
+    changes = lifecycle.reconcile()
+    assert "held-update: meant to run, starting it (install-only update resumed)" in changes, changes
+    wait_for(lambda: Instance.objects.filter(pk=instance.pk, status=InstanceStatus.STOPPED, want_running=False)
+             .exists(), 30, "the resumed install-only run to end")
+    log = instance.log_tail(20000)
+    assert "install-only run done; the instance stays stopped" in log
+    assert "exec: sleep 600" not in log  # the app never launched

@@ -253,3 +253,47 @@ def test_reconcile_racing_starts_never_undoes_them(live):
     for instance in instances:
         instance.refresh_from_db()
         assert instance.want_running and instance.status == InstanceStatus.RUNNING and psutil.pid_exists(instance.pid)
+
+
+LONG_INSTALL = """#!/usr/bin/env bash
+# aikore.name: Long install (test)
+# aikore.kind: test
+# aikore.ready: none
+# aikore.python: 3.11
+set -euo pipefail
+source "$AIKORE_HOME/blueprints/functions.sh"
+
+install() {
+    aikore_step "downloading a lot"
+    while [[ ! -e "$INSTANCE_CONF_DIR/go" ]]; do sleep 0.2; done
+}
+aikore_install install
+aikore_exec sleep 600
+"""
+
+
+@pytest.mark.slow
+def test_installs_as_many_as_the_job_workers_leave_the_job_queue_free(live):
+    """An install (or any readiness wait) does not hold a job-queue worker: with as many installs
+    under way as there are workers, a start, its nginx regeneration and a stop still happen at once."""
+    from django.conf import settings
+
+    from proxy import nginx
+
+    bp = custom_blueprint("long-install", LONG_INSTALL)
+    installing = [Instance.objects.create_instance(name=f"Long Install {n}", blueprint=bp)
+                  for n in range(settings.HUEY["consumer"]["workers"])]
+    for instance in installing:
+        instance.start()
+    for instance in installing:
+        wait_status(instance, InstanceStatus.INSTALLING, timeout=60)
+    quick = Instance.objects.create_instance(name="Quick Start", blueprint=custom_blueprint(
+        "quick-start", "# aikore.ready: none\nexec sleep 600\n"))
+    started = time.monotonic()
+    quick.start()
+    wait_status(quick, InstanceStatus.RUNNING, timeout=15)
+    wait_for(lambda: f"/instance/{quick.slug}/" in nginx.config_path().read_text(), 10, "nginx regenerated")
+    installing[0].stop()
+    wait_status(installing[0], InstanceStatus.STOPPED, timeout=15)
+    assert time.monotonic() - started < 15
+    assert all(Instance.objects.get(pk=i.pk).status == InstanceStatus.INSTALLING for i in installing[1:])

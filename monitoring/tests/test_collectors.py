@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
+import time
 
 import psutil
 import pynvml
@@ -220,3 +223,43 @@ def test_no_gpu_leaves_vram_unknown():
     section = {"available": False, "reason": "none", "gpus": []}
     attribute_vram(section, usage, refs)
     assert usage[1]["vram"] is None
+
+
+def test_processes_that_left_the_tree_are_counted_by_their_marker():
+    # A double fork: the sleeper's parent exits, so it is no longer in the main process's tree; it
+    # carries the instance's marker (as every process the launcher starts does).
+    from aikore_site.procs import INSTANCE_VAR, instance_marker
+
+    env = {**os.environ, INSTANCE_VAR: instance_marker("collector-test", 9)}
+    proc = subprocess.Popen(["bash", "-c", "(sleep 60 &); exec sleep 60"], env=env, start_new_session=True)
+    try:
+        root = psutil.Process(proc.pid)
+        escaped = None
+        for _ in range(500):
+            escaped = next((p for p in psutil.process_iter() if p.pid != root.pid and p.ppid() != root.pid
+                            and p.name() == "sleep" and _marked(p, "collector-test:9")), None)
+            if escaped is not None and root.name() == "sleep":
+                break
+            time.sleep(0.01)
+        assert escaped is not None
+        ref = InstanceRef(id=9, pid=root.pid, create_time=root.create_time())
+        tree_only = ProcessTreeCollector().collect([ref])[9]
+        usage = ProcessTreeCollector("collector-test").collect([ref])[9]
+        other_stack = ProcessTreeCollector("another-stack").collect([ref])[9]
+    finally:
+        for p in (escaped, psutil.Process(proc.pid)):
+            if p is not None:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+        proc.wait(5)
+    assert tree_only["pids"] == [root.pid]
+    assert sorted(usage["pids"]) == sorted([root.pid, escaped.pid])
+    assert usage["rss"] > tree_only["rss"]
+    assert other_stack["pids"] == [root.pid]
+
+
+def _marked(proc: psutil.Process, marker: str) -> bool:
+    try:
+        return proc.environ().get("AIKORE_INSTANCE") == marker
+    except psutil.Error:
+        return False

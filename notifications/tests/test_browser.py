@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from aikore_site.tests.test_dashboard_browser import api, browser, login, page, shot  # noqa: F401
+from instances.models import Instance
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -110,7 +111,7 @@ def test_settings_and_history_in_the_dashboard(page, live, webhook) -> None:  # 
     shot(page, "notifications-history")
 
 
-def test_non_staff_sees_history_but_no_targets(live, bob, browser) -> None:  # noqa: F811
+def test_non_staff_sees_history_but_no_targets(live, bob, viewer, browser) -> None:  # noqa: F811
     from playwright.sync_api import expect
 
     context = browser.new_context()
@@ -122,5 +123,22 @@ def test_non_staff_sees_history_but_no_targets(live, bob, browser) -> None:  # n
         expect(page.locator("#notify-panel-history")).to_be_visible()
         expect(page.locator("#notify-tab-targets")).to_be_hidden()
         expect(page.locator("#notify-tab-instances")).to_be_visible()
+        # An operator chooses each instance's kinds; a viewer sees them, not offered (the API says 403).
+        in_thread(lambda: Instance.objects.create_instance(name="Bell Matrix", blueprint="demo-webui"))
+        page.reload()
+        page.click("#notify-button")
+        page.click("#notify-tab-instances")
+        expect(page.locator("#notify-matrix-body input").first).to_be_enabled()
     finally:
         context.close()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.base = live.base_url
+        login(page, "viewer", "viewer-password")
+        page.click("#notify-button")
+        page.click("#notify-tab-instances")
+        expect(page.locator("#notify-matrix-body input").first).to_be_disabled()
+    finally:
+        context.close()
+

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from instances.models import Instance, InstanceStatus
-from instances.signals import instance_event
 from instances.tests.helpers import custom_blueprint, wait_for, wait_status
 from notifications import service
 from notifications.models import Delivery, Event
@@ -82,18 +81,55 @@ def test_stuck_starting_is_one_message(live, webhook):
     assert (stuck.kind, failed.kind, failed.suppressed_by_id) == ("stuck_starting", "failed", stuck.pk)
 
 
-def test_install_events_sent_by_the_installer_are_delivered(live, webhook):
-    # The install phase (another issue) sends these; here the signal is sent as it will be.
+INSTALLER = """#!/usr/bin/env bash
+# aikore.name: Installer (test)
+# aikore.kind: test
+# aikore.ready: none
+# aikore.python: 3.11
+set -euo pipefail
+source "$AIKORE_HOME/blueprints/functions.sh"
+
+install() {
+    aikore_step "building the widgets"
+    sleep 0.3
+    if [[ -e "$INSTANCE_CONF_DIR/break-install" ]]; then
+        echo "ERROR: widget 7 does not fit"
+        exit 3
+    fi
+}
+aikore_install install
+aikore_exec sleep 600
+"""
+
+
+def test_a_real_install_fails_then_an_install_only_update_is_installed_not_finished(live, webhook):
+    """Through the lifecycle, as the blueprint's install runs: a failing step is one
+    "install failed"; the update of the stopped instance (an install-only run, which exits 0
+    without launching) is one "installed", never a "finished"."""
     service.create_target("Hook", webhook.url)
-    instance = Instance.objects.create_instance(name="Notify Install", blueprint="crashloop")
-    instance_event.send(sender=Instance, instance=instance, kind="install_failed", step="pip install -r requirements.txt",
-                        reason="Exit code 1", log_tail="ERROR: No matching distribution found for torch==9.9\n")
+    instance = Instance.objects.create_instance(name="Notify Install", blueprint=custom_blueprint("installer", INSTALLER))
+    (instance.directory / "break-install").touch()
+    instance.start()
+    wait_status(instance, InstanceStatus.FAILED, timeout=30)
     webhook.wait(lambda h: h.titles("Notify Install"), 15, "the install_failed message")
     message = webhook.messages[0]
-    assert message["title"] == "AiKore: Notify Install: install failed at step pip install -r requirements.txt"
-    assert message["type"] == "failure" and "torch==9.9" in message["message"]
-    instance_event.send(sender=Instance, instance=instance, kind="install_finished")
+    assert message["title"] == "AiKore: Notify Install: install failed at step building the widgets"
+    assert message["type"] == "failure" and "widget 7 does not fit" in message["message"]
+
+    (instance.directory / "break-install").unlink()
+    generation = instance.generation
+    assert instance.update_app()["restarts"] is False  # stopped (failed): installed, stays stopped
+    wait_for(lambda: Instance.objects.filter(pk=instance.pk, status=InstanceStatus.STOPPED, want_running=False)
+             .exclude(generation=generation).exists(), 30, "the install-only run to end")
     webhook.wait(lambda h: "AiKore: Notify Install installed" in h.titles(), 15, "the install_finished message")
+    time.sleep(1.0)  # nothing else may trickle in after it
+    assert webhook.titles("Notify Install") == ["AiKore: Notify Install: install failed at step building the widgets",
+                                                "AiKore: Notify Install installed"]
+    assert [e.kind for e in Event.objects.filter(instance=instance).order_by("pk")] == ["install_failed",
+                                                                                      "install_finished"]
+    instance.refresh_from_db()
+    assert instance.exit_code == 0 and instance.error_message == ""
+    assert "install-only run done" in instance.log_tail() and "(finished)" not in instance.log_tail()
 
 
 def test_unreachable_target_is_retried_and_reported_without_disturbing(live, webhook, django_user_model):
@@ -138,3 +174,34 @@ def test_unreachable_target_is_retried_and_reported_without_disturbing(live, web
     instance.start()
     wait_for(lambda: len(webhook.titles("Notify Retry")) == 2, 15, "the second run's message")
     assert live.daphne_client().get("/api/health").json()["worker"] is True
+
+
+def test_delivery_errors_and_target_names_are_the_admins(live, alice, viewer):
+    """The history (API and /ws/notifications/) shows viewers and operators each delivery's status,
+    not its target's name or its error: targets are the admin role's (their URLs hold secrets)."""
+    from django.test import Client
+
+    from instances.tests.test_websockets import recv_until, session_cookie, ws
+
+    service.create_target("Secret Hook", closed_port_url())
+    instance = Instance.objects.create_instance(name="Notify Roles", blueprint=custom_blueprint("finisher", FINISHER))
+
+    def failed_delivery(msg: dict) -> bool:
+        return msg.get("type") == "event" and any(d["status"] in ("retrying", "failed")
+                                                  for d in msg["event"]["deliveries"])
+
+    with ws("/ws/notifications/", session_cookie(alice)) as admin_ws, \
+            ws("/ws/notifications/", session_cookie(viewer)) as viewer_ws:
+        instance.start()
+        seen_by_admin = recv_until(admin_ws, failed_delivery, 30)["event"]["deliveries"][0]
+        seen_by_viewer = recv_until(viewer_ws, failed_delivery, 30)["event"]["deliveries"][0]
+    assert seen_by_admin["target_name"] == "Secret Hook" and "Connection error" in seen_by_admin["error"]
+    assert seen_by_viewer["target_name"] == "" and seen_by_viewer["error"] == ""
+    assert seen_by_viewer["status"] in ("retrying", "failed") and seen_by_viewer["attempts"] >= 1
+
+    for user, sees in ((alice, True), (viewer, False)):
+        client = Client()
+        client.force_login(user)
+        [event] = client.get(f"/api/notifications/events?instance_id={instance.pk}").json()
+        [delivery] = event["deliveries"]
+        assert (delivery["target_name"] == "Secret Hook") is sees and bool(delivery["error"]) is sees, delivery

@@ -58,3 +58,18 @@ def test_settings_helper_fails_loudly_without_leaking(monkeypatch):
     assert "s3cr3t" not in str(err.value)
     monkeypatch.setenv("AIKORE_NOTIFY_URLS", "   ")
     assert env_apprise_urls("AIKORE_NOTIFY_URLS") == []
+
+
+def test_delivery_errors_lose_what_the_masked_url_hides() -> None:
+    from notifications.apprise_urls import scrub_secrets
+
+    url = "tgram://123456789:AAH-bot_token_secret/987654321"
+    error = ("HTTPSConnectionPool(host='api.telegram.org', port=443): Max retries exceeded with url: "
+             "/bot123456789:AAH-bot_token_secret/sendMessage?chat_id=987654321")
+    scrubbed = scrub_secrets(error, url)
+    assert "AAH-bot_token_secret" not in scrubbed and "987654321" not in scrubbed
+    assert "api.telegram.org" in scrubbed and "Max retries exceeded" in scrubbed
+    shown = scrub_secrets("Connection error to 127.0.0.1:9 (hunter2-password)",
+                          "json://user:hunter2-password@127.0.0.1:9/hook-path-secret")
+    assert shown == "Connection error to 127.0.0.1:9 (…)"  # the host stays, as mask_url shows it
+    assert scrub_secrets("", url) == "" and scrub_secrets("no secret here", url) == "no secret here"

@@ -192,3 +192,19 @@ def test_allowed_origins_are_normalised(value, expected) -> None:
 def test_allowed_origins_refuse_anything_but_scheme_host_port(value) -> None:
     with pytest.raises(ValidationError):
         validate_allowed_origins(value)
+
+
+def test_start_page_says_503_while_supervisord_does_not_answer(alice) -> None:
+    from unittest import mock
+
+    from instances.models import Instance
+
+    (settings.CUSTOM_BLUEPRINTS_DIR / "start-page.sh").write_text("# aikore.ready: none\nexec sleep 100\n")
+    instance = Instance.objects.create_instance(name="Start Page", blueprint="start-page")
+    client = logged_in(alice)
+    with mock.patch("instances.supervisor.is_available", return_value=False):
+        answer = client.post(f"/_aikore/start/{instance.slug}/?to=apps")
+    assert answer.status_code == 503
+    assert "supervisord is not reachable" in answer.content.decode()
+    instance.refresh_from_db()
+    assert not instance.want_running

@@ -144,3 +144,21 @@ def test_broken_template_is_caught_and_the_old_config_stays_live(live, alice, se
         repaired = nginx.regenerate()
         assert repaired.ok and nginx.last_status()["ok"] is True
         assert client.get(apps_url(f"{demo.url_path}health")).text == "ok"
+
+
+def test_only_this_machine_reads_which_configuration_nginx_serves(live) -> None:
+    """/_aikore/generation is /api/health's: from loopback it answers; from any other address,
+    403 (nginx's `return` runs before allow/deny would, so the check is an `if` on a geo)."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    assert httpx.get(main_url("/_aikore/generation")).text == nginx.expected_generation()
+    others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+              if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback]
+    if not others:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=others[0])) as client:
+        assert client.get(main_url("/_aikore/generation")).status_code == 403
+        assert client.get(main_url("/api/health")).status_code == 200  # the rest is not affected

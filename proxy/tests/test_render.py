@@ -12,7 +12,15 @@ from django.core.exceptions import ValidationError
 
 from instances.models import Instance, InstanceStatus
 from proxy import nginx
-from proxy.render import UnsafeValue, listen_address, render_nginx_config, safe_port, safe_slug, template_source
+from proxy.render import (
+    UnsafeValue,
+    config_generation,
+    listen_address,
+    render_nginx_config,
+    safe_port,
+    safe_slug,
+    template_source,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -170,6 +178,22 @@ def test_listen_address() -> None:
     assert listen_address("::1", 9000) == "[::1]:9000"
     with pytest.raises(UnsafeValue):
         listen_address("1.2.3.4; include /etc/passwd", 9000)
+
+
+@pytest.mark.parametrize(("bind", "allowed"), [
+    ("127.0.0.1", None), ("0.0.0.0", None), ("::", None), ("[::1]", None), ("localhost", None),
+    ("192.0.2.10", "192.0.2.10"), ("2001:db8::5", "2001:db8::5"), ("[2001:db8::5]", "2001:db8::5"),
+])
+def test_health_may_read_the_generation_from_the_bind_address(nginx_dir: Path, settings, bind, allowed) -> None:
+    """/api/health asks nginx on the bind address: bound to a LAN address, its connection comes from
+    that address (not loopback), which may read /_aikore/generation as loopback may; no one else."""
+    settings.AIKORE_BIND = bind
+    text = render_nginx_config()
+    block = re.search(r"geo \$realip_remote_addr \$aikore_generation_reader \{[^}]*\}", text).group(0)
+    readers = re.findall(r"^\s+(\S+) 1;$", block, re.M)
+    assert readers == ["127.0.0.0/8", "::1"] + ([allowed] if allowed else []), block
+    assert "if ($aikore_generation_reader = 0) {" in text
+    assert config_generation(text)  # the generation is still found where health reads it
 
 
 def test_broken_template_is_rejected_and_the_last_good_config_stays(nginx_dir: Path) -> None:

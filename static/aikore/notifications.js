@@ -2,7 +2,7 @@
 // (staff only: Apprise URLs hold secrets and come back masked), which kinds each target and each
 // instance sends, a test button and each target's delivery status. Live over /ws/notifications/.
 
-import { api, ApiError, ask, el, $, liveSocket, toast, reportError } from "./util.js";
+import { api, ApiError, ask, can, el, $, liveSocket, toast, reportError } from "./util.js";
 
 const MAX_EVENTS = 200;
 const SEEN_KEY = "aikore-notify-seen";
@@ -25,8 +25,9 @@ function when(iso) {
 
 function deliveryChip(d) {
   const label = { sent: "✓", failed: "✗", retrying: "↻", pending: "…" }[d.status] || d.status;
-  const title = `${d.target_name}: ${d.status}` + (d.attempts ? ` after ${d.attempts} attempt(s)` : "") + (d.error ? ` — ${d.error}` : "");
-  return el("span.chip.delivery", { dataset: { status: d.status }, title }, `${label} ${d.target_name}`);
+  const name = d.target_name || "a target"; // target names and errors are the admin role's (the API leaves them out)
+  const title = `${name}: ${d.status}` + (d.attempts ? ` after ${d.attempts} attempt(s)` : "") + (d.error ? ` — ${d.error}` : "");
+  return el("span.chip.delivery", { dataset: { status: d.status }, title }, d.target_name ? `${label} ${d.target_name}` : label);
 }
 
 export class Notifications {
@@ -36,7 +37,7 @@ export class Notifications {
     this.events = new Map();
     this.kinds = [];
     this.targets = [];
-    this.staff = button.dataset.staff !== "0"; // targets hold secrets: staff only (the API says so too)
+    this.staff = can("admin"); // targets hold secrets: the admin role only (the API says so too)
     this.tab = "history";
     this.seen = Number(localStorage.getItem(SEEN_KEY) || 0);
     this.dialog = this.build();
@@ -354,6 +355,8 @@ export class Notifications {
       ...kinds.map((k) => el("td", {}, el("input", {
         type: "checkbox", checked: settings[i].kinds.includes(k.kind), dataset: { kind: k.kind },
         "aria-label": `${inst.name}: ${k.label}`,
+        // Choosing an instance's kinds needs the operator role (the API refuses viewers): shown, not offered.
+        disabled: !can("operator"), title: can("operator") ? undefined : "Needs the operator role",
         onchange: () => this.saveInstance(inst, body),
       }))))));
   }

@@ -66,6 +66,8 @@ def test_shell_runs_in_the_instances_environment(live, alice):
         assert all(os.path.realpath(p) != aikore_bin for p in path)
         assert "utf8=é✓" in out
         assert "colours=256" in term.run("echo colours=$(tput colors)", "tput")
+        # Files made here are the user's, like the app's: the instance's umask, not AiKore's 077.
+        assert f"umask=0{settings.AIKORE_INSTANCE_UMASK[-3:]}" in term.run('echo "umask=$(umask)"', "umask")
 
         # Resize follows the browser's pane.
         term.send_json({"type": "resize", "cols": 123, "rows": 41})
@@ -187,8 +189,10 @@ def test_only_admins_from_the_dashboards_origin_and_only_while_they_are(live, al
 
 def test_opens_and_closes_are_logged_and_delete_removes_everything(live, alice):
     instance = quiet_instance("Term Gone")
+    escape = f"1000.{os.getpid()}{instance.pk}"  # a command line no other test's process has
     with open_term(instance, alice) as term:
         term.type("nohup sleep 1000 >/dev/null 2>&1 &\r")
+        term.type(f"setsid -f sleep {escape} >/dev/null 2>&1\r")  # leaves the tmux server's tree
         shell_pid = int(term.run("echo shell=$$", "shell").split("shell=")[-1].split()[0])
     wait_for(lambda: "terminal closed by alice" in instance.log_tail(), 10, "close logged")
     assert "terminal opened by alice" in instance.log_tail()
@@ -198,9 +202,16 @@ def test_opens_and_closes_are_logged_and_delete_removes_everything(live, alice):
     tmux_pid = supervisor.terminal_info(instance.pk)["pid"]
     tree = [psutil.Process(tmux_pid), *psutil.Process(tmux_pid).children(recursive=True)]
     assert any(p.pid == shell_pid for p in tree) and any("sleep" in p.name() for p in tree)
+
+    def escapees() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", escape]]
+
+    wait_for(escapees, 5, "the setsid'd sleep")
+    [escaped] = escapees()
+    assert escaped.pid not in {p.pid for p in tree}
     socket = service.socket_path(instance.pk)
     instance.delete_everything()
-    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree), 5,
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in [*tree, escaped]), 5,
              "the terminal's processes to end")
     assert supervisor.terminal_info(instance.pk) is None
     assert not socket.exists() and not supervisor.terminal_conf_path(instance.pk).exists()

@@ -92,6 +92,9 @@ def test_supervisord_group_of_a_terminal():
     assert "[group:terminal-7]\nprograms=terminal-7-tmux" in text
     assert "[program:terminal-7-tmux]" in text and "autostart=false" in text
     assert "stopasgroup=true" in text and "killasgroup=true" in text
+    assert f"\numask={settings.AIKORE_INSTANCE_UMASK}\n" in text  # the instance's, not AiKore's 077
+    # The marker that finds what its shells leave running (setsid, daemons) when it goes.
+    assert f'\nenvironment=AIKORE_TERMINAL="{settings.AIKORE_STACK_ID}:7"\n' in text
     assert supervisor.terminal_process(7) == "terminal-7:terminal-7-tmux"
     assert supervisor.instance_id_from_process("terminal-7-tmux") is None  # the watcher leaves it alone
     with pytest.raises(ValueError):

@@ -172,6 +172,8 @@ class Command(BaseCommand):
             result = getattr(instance, method)()
         except ValidationError as exc:
             raise CommandError(_validation_message(exc)) from None
+        except ServiceUnavailable as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"{result['message']} (job {result['job_id']})"))
         if not opts["wait"]:
             return
