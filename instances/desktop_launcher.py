@@ -142,7 +142,7 @@ def command(program: str, spec: dict) -> list[str]:
     if program == "xvnc":
         return [spec["xvnc"], f":{display}", "-rfbport", str(int(spec["rfb_port"])), "-localhost",
                 "-interface", "127.0.0.1", "-SecurityTypes", "None", "-geometry", spec["geometry"],
-                "-UseIPv6=0", "-depth", "24", "-AlwaysShared", "-AcceptSetDesktopSize", "-nolisten", "tcp",
+                "-UseIPv6=0", "-depth", "24", "-AlwaysShared", "-nolisten", "tcp",
                 "-desktop", spec["desktop_name"]]
     if program == "wm":
         return [shutil.which("openbox") or "openbox"]
