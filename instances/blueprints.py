@@ -7,7 +7,7 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.category: Image generation
     # aikore.description: Node-based Stable Diffusion UI
     # aikore.kind: app                 (app, library or test; default app)
-    # aikore.ready: http /             (or "tcp", or "none")
+    # aikore.ready: http /             (or "tcp", "none", or "window": a desktop program has a window)
     # aikore.ready_timeout: 1800       (seconds, counted from the end of the install)
     # aikore.git: https://github.com/comfyanonymous/ComfyUI
     # aikore.git_ref: master           (branch, tag or commit; empty = the default branch)
@@ -143,9 +143,9 @@ def parse_ready(value: str) -> tuple[str, str]:
         if not path.startswith("/") or not re.fullmatch(r"[A-Za-z0-9/_.\-~?=&%]*", path):
             raise BadValue("http needs a path like /health made of URL-safe characters")
         return "http", path
-    if kind in ("tcp", "none"):
+    if kind in ("tcp", "none", "window"):
         return kind, ""
-    raise BadValue("must be 'http /path', 'tcp' or 'none'")
+    raise BadValue("must be 'http /path', 'tcp', 'window' or 'none'")
 
 
 # key -> (Blueprint field(s) it fills, parser, default). One line per key.
@@ -175,7 +175,7 @@ class Blueprint:
     name: str
     category: str
     description: str
-    ready: str  # "http", "tcp" or "none"
+    ready: str  # "http", "tcp", "window" (a desktop program's window is on its display) or "none"
     ready_path: str
     ready_timeout: int | None
     custom: bool

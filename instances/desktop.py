@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -212,6 +214,17 @@ def write_tokens() -> None:
 def x_ready(display: int) -> bool:
     """The X server accepts connections on its socket."""
     return _listening(socket_path(display))
+
+
+def has_client_window(display: int) -> bool:
+    """Does the window manager manage a window on the display (_NET_CLIENT_LIST, x11-utils' xprop)?"""
+    xprop = shutil.which("xprop") or "/usr/bin/xprop"
+    try:
+        result = subprocess.run([xprop, "-display", f":{int(display)}", "-root", "_NET_CLIENT_LIST"],
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and "window id #" in result.stdout
 
 
 def port_listening(port: int) -> bool:

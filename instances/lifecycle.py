@@ -46,6 +46,7 @@ from instances.signals import instance_event
 log = logging.getLogger(__name__)
 
 READY_POLL_SECONDS = 0.02
+WINDOW_POLL_SECONDS = 0.2
 # Progress-only changes of the install step are published at most this often.
 PROGRESS_PUBLISH_SECONDS = 0.25
 STOP_POLL_SECONDS = 0.03
@@ -280,9 +281,12 @@ def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None
     _update_proxy()
 
 
-def check_ready(kind: str, path: str, port: int) -> bool:
+def check_ready(kind: str, path: str, port: int, display: int | None = None) -> bool:
     if kind == "none":
         return True
+    if kind == "window":
+        # A desktop program is ready once the window manager manages a window of it.
+        return display is not None and desktop.has_client_window(display)
     try:
         if kind == "http":
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -385,7 +389,8 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
             deadline = None
         elif deadline is None:
             deadline = time.monotonic() + timeout
-        if (not installing and (launched or not needs_launch_report) and check_ready(kind, path, instance.port)
+        if (not installing and (launched or not needs_launch_report)
+                and check_ready(kind, path, instance.port, instance.vnc_display)
                 and not (watch.state and watch.state["phase"] == "done")):
             updated = Instance.objects.filter(
                 pk=pk, pid=pid, generation=generation, status__in=[InstanceStatus.STARTING, InstanceStatus.INSTALLING]
@@ -412,7 +417,8 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
                 send_event(instance, "stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
                 _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
             return
-        time.sleep(READY_POLL_SECONDS)
+        # A window check asks the X server (a subprocess): a slower pace for it.
+        time.sleep(WINDOW_POLL_SECONDS if kind == "window" else READY_POLL_SECONDS)
 
 
 def await_ready(pk: int) -> None:

@@ -12,7 +12,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from aikore_site.files import file_lock
-
 from instances.models import Instance
 
 

@@ -14,9 +14,9 @@ import httpx
 import psutil
 import pytest
 import websockets
+from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-from django.conf import settings
 
 from instances import desktop, supervisor
 from instances.models import Instance, InstanceStatus
@@ -29,10 +29,12 @@ DESKTOP_PROGRAM = """#!/usr/bin/env bash
 # aikore.name: Desktop program (test)
 # aikore.kind: test
 # aikore.desktop: program
-# aikore.ready: none
+# aikore.ready: window
 set -euo pipefail
 source "$AIKORE_HOME/blueprints/functions.sh"
-aikore_exec xterm -T "desktop-program-$INSTANCE_SLUG" -e sleep 600
+# A small X window (the OneTrainer fixture's, ctypes + libX11), titled after the instance.
+export FIXTURE_WINDOW_TITLE="desktop-program-$INSTANCE_SLUG"
+aikore_exec python3 "$AIKORE_HOME/instances/tests/appfixtures/onetrainer_ui.py"
 """
 
 LIGHT_PROGRAM = """#!/usr/bin/env bash
@@ -98,7 +100,6 @@ def test_kiosk_shows_the_app_then_stop_leaves_nothing(live, alice):
     # The kiosk browser opens the app once it is ready, at the path users see it at: its window
     # title is the demo page's, read from the X server.
     wait_for(lambda: "AiKore Demo WebUI - Desk Demo" in window_names(display), 30, "the demo app in the kiosk")
-    stats = httpx.get(f"http://127.0.0.1:{instance.port}/stats").json()
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{instance.port}/stats").json()["websockets_open"] == 1, 15,
              "the kiosk page's websocket")
     env = httpx.get(f"http://127.0.0.1:{instance.kiosk_port}{instance.url_path}env").json()
