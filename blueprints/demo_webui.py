@@ -202,7 +202,7 @@ PAGE = """<!doctype html>
 <h2>Server-sent events clock</h2>
 <p id="clock">connecting...</p>
 <h2>Websocket echo</h2>
-<form id="wsform"><input id="msg" value="hello" autocomplete="off"> <button>Send</button></form>
+<form id="wsform"><input id="msg" value="hello" autocomplete="off" autofocus> <button>Send</button></form>
 <div id="log"></div>
 <script>
 // Everything is relative to this page's directory, so the app works behind a path prefix.
