@@ -29,6 +29,13 @@ set -euo pipefail
 source "$AIKORE_HOME/blueprints/functions.sh"
 
 install() {
+    # PySide6's wheels bring Qt itself, not the system libraries its X11 (xcb) platform loads.
+    aikore_step "checking Qt's X11 libraries"
+    local lib missing=()
+    for lib in libGL.so.1 libEGL.so.1 libxkbcommon-x11.so.0 libxcb-cursor.so.0 libdbus-1.so.3; do
+        /sbin/ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
+    done
+    (( ${#missing[@]} == 0 )) || aikore_die "Qt needs ${missing[*]}: install the Debian packages libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 (make run does)"
     aikore_git_sync "$AIKORE_GIT_URL" "$AIKORE_APP_DIR" "$AIKORE_GIT_REF"
     aikore_env_create
     aikore_install_torch

@@ -6,6 +6,7 @@ the one it opened."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -106,9 +107,14 @@ def test_the_desktop_in_the_view_tab(browser, live, alice):  # noqa: F811
     wait_for(lambda: all(abs(a - b) <= 1 for a, b in zip(frame.evaluate(canvas), box, strict=True)), 15,
              f"the desktop resized to the page ({box})")
     box = frame.evaluate(canvas)
-    geometry = subprocess.run(["xdpyinfo", "-display", f":{instance['vnc_display']}"], capture_output=True,
-                              text=True, timeout=10).stdout
-    assert f"dimensions:    {box[0]}x{box[1]} pixels" in geometry, geometry[:600]
+    # ... and the X server itself has that size now (RandR).
+    def x_size() -> list[int]:
+        out = subprocess.run(["xdpyinfo", "-display", f":{instance['vnc_display']}"], capture_output=True,
+                             text=True, timeout=10).stdout
+        match = re.search(r"dimensions:\s+(\d+)x(\d+) pixels", out)
+        return [int(match.group(1)), int(match.group(2))] if match else []
+
+    wait_for(lambda: x_size() == box, 10, f"the X screen at {box} (it is {x_size()})")
 
     # The clipboard, both ways: text sent from the panel lands on the desktop's clipboard (read back
     # by an X client), text copied on the desktop shows up in the panel.
