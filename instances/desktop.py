@@ -44,7 +44,6 @@ from django.db import IntegrityError, transaction
 from aikore_site.files import atomic_write, file_lock
 from instances.models import Instance
 
-PROGRAMS = ("xvnc", "wm", "kiosk")
 X_SOCKET_DIR = Path("/tmp/.X11-unix")
 HERE = Path(__file__).resolve().parent
 # openbox's configuration (XDG_CONFIG_HOME of the window manager): rc.xml without menus or keys

@@ -142,6 +142,9 @@ def desktop_programs(instance: Instance) -> tuple[str, ...]:
     return ("xvnc", "wm", "kiosk") if kind == "browser" and instance.kiosk_port else ("xvnc", "wm")
 
 
+DESKTOP_PROGRAMS = ("xvnc", "wm", "kiosk")
+
+
 def _program_lines(name: str, command: list[str], directory: str, environment: dict[str, str], log_path: Path,
                    log_bytes: int, log_backups: int, restart: bool) -> list[str]:
     return [

@@ -22,7 +22,7 @@ command -v openbox >/dev/null 2>&1 || need+=(openbox)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v xprop >/dev/null 2>&1 || need+=(x11-utils)
 if command -v dpkg-query >/dev/null 2>&1; then
-    for lib in libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3; do
+    for lib in libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 fonts-dejavu-core; do  # (and a font for chromium)
         dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")
     done
 fi
