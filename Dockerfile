@@ -10,7 +10,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     AIKORE_PUBLIC_PORT_RANGE=9002-9020
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nginx tmux git curl ca-certificates nodejs npm procps \
+ && apt-get install -y --no-install-recommends nginx tmux git curl ca-certificates nodejs npm procps tigervnc-standalone-server openbox chromium x11-utils fonts-dejavu-core libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 abc
 

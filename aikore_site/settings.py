@@ -269,6 +269,24 @@ AIKORE_AUTH_CACHE_SECONDS = env_int("AIKORE_AUTH_CACHE_SECONDS", 2, 0, 3600)
 # App-access hand-off (accounts/appaccess.py): how long a one-time code may wait to be redeemed.
 AIKORE_HANDOFF_SECONDS = env_int("AIKORE_HANDOFF_SECONDS", 60, 5, 3600)
 
+# Persistent mode (instances/desktop.py): each instance's desktop is an Xvnc on a display number
+# from this range (checked against /tmp/.X<n>-lock and /tmp/.X11-unix/X<n>; its VNC port comes from
+# AIKORE_INSTANCE_PORT_RANGE), its first screen size, and the programs it runs. One websockify
+# serves every desktop (docker/supervisord.conf) on a unix socket, nginx adds the instance's token.
+_display_range = env_str("AIKORE_DISPLAY_RANGE", "100-999").strip()
+_display_match = re.fullmatch(r"(\d{1,5})\s*-\s*(\d{1,5})", _display_range)
+if not _display_match or not 1 <= int(_display_match.group(1)) <= int(_display_match.group(2)) <= 32767:
+    raise ImproperlyConfigured(f"AIKORE_DISPLAY_RANGE must look like 100-999 (1..32767), got {_display_range!r}")
+AIKORE_DISPLAY_RANGE = (int(_display_match.group(1)), int(_display_match.group(2)))
+AIKORE_DESKTOP_GEOMETRY = env_str("AIKORE_DESKTOP_GEOMETRY", "1280x800").strip()
+if not re.fullmatch(r"\d{3,4}x\d{3,4}", AIKORE_DESKTOP_GEOMETRY):
+    raise ImproperlyConfigured(f"AIKORE_DESKTOP_GEOMETRY must look like 1280x800, got {AIKORE_DESKTOP_GEOMETRY!r}")
+AIKORE_XVNC = env_str("AIKORE_XVNC", "") or shutil.which("Xvnc") or "/usr/bin/Xvnc"
+AIKORE_CHROMIUM = env_str("AIKORE_CHROMIUM", "") or shutil.which("chromium") or "/usr/bin/chromium"
+WEBSOCKIFY_SOCKET = RUN_DIR / "websockify.sock"
+# token -> 127.0.0.1:<VNC port> for every running desktop, rendered from the database.
+DESKTOP_TOKENS_FILE = RUN_DIR / "desktop-tokens"
+
 # Login throttling (accounts/throttle.py): failures from one client address before delays start, the
 # longest delay, and how long attempts are kept in the admin's record.
 AIKORE_LOGIN_FREE_FAILURES = env_int("AIKORE_LOGIN_FREE_FAILURES", 3, 1, 1000)

@@ -24,6 +24,7 @@ urlpatterns = [
     path("_aikore/app/signin", proxy_views.app_signin, name="app-signin"),
     path("_aikore/app/redeem", proxy_views.app_redeem, name="app-redeem"),
     path("_aikore/app/status", proxy_views.app_status, name="app-status"),
+    path("_aikore/app/desktop", proxy_views.app_desktop, name="app-desktop"),
     # The control plane's side of reaching apps.
     path("_aikore/handoff", proxy_views.handoff, name="handoff"),
     path("_aikore/start/<slug:slug>/", proxy_views.start_page, name="start-page"),

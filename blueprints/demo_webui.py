@@ -9,6 +9,8 @@ it works at ``/`` and behind a prefix-stripping proxy at $SUBFOLDER):
     GET /events     server-sent events, ``data: <n> <iso time>`` every 0.5 s (``?count=N`` stops)
     GET /ws         websocket (RFC 6455) echo
     GET /echo?n=X   plain-text echo of X (benchmarks)
+    GET /stats      JSON: websockets open now and accepted since start, event streams open now
+                    (evidence that a page, e.g. a kiosk browser's, kept one connection all along)
 
 One line per request goes to stdout (``GET /env 200``). SIGTERM and SIGINT exit with status 0.
 """
@@ -24,6 +26,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -41,6 +44,30 @@ EVENT_INTERVAL = 0.5
 ECHO_MAX_CHARS = 4096
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class Stats:
+    """Live connection counts (GET /stats)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.websockets_open = 0
+        self.websockets_total = 0
+        self.event_streams_open = 0
+
+    def add(self, field: str, delta: int) -> None:
+        with self.lock:
+            setattr(self, field, getattr(self, field) + delta)
+            if field == "websockets_open" and delta > 0:
+                self.websockets_total += delta
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {"websockets_open": self.websockets_open, "websockets_total": self.websockets_total,
+                    "event_streams_open": self.event_streams_open}
+
+
+STATS = Stats()
 
 
 def log(line: str) -> None:
@@ -175,7 +202,7 @@ PAGE = """<!doctype html>
 <h2>Server-sent events clock</h2>
 <p id="clock">connecting...</p>
 <h2>Websocket echo</h2>
-<form id="wsform"><input id="msg" value="hello" autocomplete="off"> <button>Send</button></form>
+<form id="wsform"><input id="msg" value="hello" autocomplete="off" autofocus> <button>Send</button></form>
 <div id="log"></div>
 <script>
 // Everything is relative to this page's directory, so the app works behind a path prefix.
@@ -241,6 +268,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             "/health": lambda: self.send_text("ok", head),
             "/": lambda: self.send_body(render_page(), "text/html; charset=utf-8", head),
             "/env": lambda: self.send_json(environment(), head),
+            "/stats": lambda: self.send_json(STATS.snapshot(), head),
         }
         if path in simple:
             simple[path]()
@@ -282,6 +310,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         n = 0
+        STATS.add("event_streams_open", 1)
         try:
             while count is None or n < count:
                 if n:
@@ -292,6 +321,8 @@ class DemoHandler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except OSError:
             pass  # the client went away
+        finally:
+            STATS.add("event_streams_open", -1)
 
     def websocket(self) -> None:
         key = self.headers.get("Sec-WebSocket-Key", "")
@@ -308,6 +339,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         conn = WebSocketConnection(self.rfile, self.wfile)
+        STATS.add("websockets_open", 1)
         try:
             conn.echo_forever()
         except WebSocketClosed as closed:
@@ -315,6 +347,8 @@ class DemoHandler(BaseHTTPRequestHandler):
                 conn.close(closed.code)
         except OSError:
             pass
+        finally:
+            STATS.add("websockets_open", -1)
 
     # logging: exactly one line per request, on stdout
 

@@ -7,7 +7,7 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.category: Image generation
     # aikore.description: Node-based Stable Diffusion UI
     # aikore.kind: app                 (app, library or test; default app)
-    # aikore.ready: http /             (or "tcp", or "none")
+    # aikore.ready: http /             (or "tcp", "none", or "window": a desktop program has a window)
     # aikore.ready_timeout: 1800       (seconds, counted from the end of the install)
     # aikore.git: https://github.com/comfyanonymous/ComfyUI
     # aikore.git_ref: master           (branch, tag or commit; empty = the default branch)
@@ -18,6 +18,8 @@ Header lines look like ``# aikore.<key>: <value>`` and may appear anywhere in th
     # aikore.homepage: https://github.com/Comfy-Org/ComfyUI
     # aikore.downloads: nothing at start (models on demand)   (what the first start fetches)
     # aikore.requires: Node.js >= 20.9   (tools besides Python the install needs)
+    # aikore.desktop: program          (the app is a desktop program: it runs on the instance's
+                                        own display, which persistent mode gives it; no browser)
 
 Every key is declared once in HEADER_KEYS (its parser and default): adding a key is one line
 there plus its field on Blueprint. A value a parser refuses, or an unknown key, is reported in
@@ -42,6 +44,9 @@ KINDS = ("app", "library", "test")
 # listed after these; a known name in another case is normalised ("image" -> "Image").
 CATEGORIES = ("Image", "Video", "Training", "Audio", "LLM", "Tools")
 PROXY_MODES = ("strip", "keep", "origin")
+# "program": the app is a desktop program (a window on $DISPLAY, no web page); "" a web app, which in
+# persistent mode gets a kiosk browser on its desktop.
+DESKTOP_KINDS = ("program", "")
 # A git source: a URL git understands, or an absolute path (a local mirror); never an option.
 GIT_URL_RE = re.compile(r"((https?|git|ssh|file)://|[A-Za-z0-9_.\-]+@[A-Za-z0-9_.\-]+:|/)[A-Za-z0-9_.~:/%@+=\-]*")
 # A branch, tag or commit as `git check-ref-format` allows, minus what could read as an option.
@@ -138,9 +143,9 @@ def parse_ready(value: str) -> tuple[str, str]:
         if not path.startswith("/") or not re.fullmatch(r"[A-Za-z0-9/_.\-~?=&%]*", path):
             raise BadValue("http needs a path like /health made of URL-safe characters")
         return "http", path
-    if kind in ("tcp", "none"):
+    if kind in ("tcp", "none", "window"):
         return kind, ""
-    raise BadValue("must be 'http /path', 'tcp' or 'none'")
+    raise BadValue("must be 'http /path', 'tcp', 'window' or 'none'")
 
 
 # key -> (Blueprint field(s) it fills, parser, default). One line per key.
@@ -160,6 +165,7 @@ HEADER_KEYS: dict[str, tuple[str | tuple[str, ...], Callable[[str], object], obj
     "homepage": ("homepage", _homepage, ""),
     "downloads": ("downloads", _text, ""),
     "requires": ("requires", _text, ""),
+    "desktop": ("desktop", _choice(*DESKTOP_KINDS), ""),
 }
 
 
@@ -169,7 +175,7 @@ class Blueprint:
     name: str
     category: str
     description: str
-    ready: str  # "http", "tcp" or "none"
+    ready: str  # "http", "tcp", "window" (a desktop program's window is on its display) or "none"
     ready_path: str
     ready_timeout: int | None
     custom: bool
@@ -185,12 +191,18 @@ class Blueprint:
     homepage: str = ""
     downloads: str = ""  # what the first start downloads (weights, toolchains)
     requires: str = ""  # what the install needs besides Python (Node.js, .NET SDK, ffmpeg)
+    desktop: str = ""  # "program": a desktop program (always on a desktop of its own, no browser)
     problems: tuple[str, ...] = field(default=())
 
     @property
     def installs(self) -> bool:
         """Does it build an environment (so a start may spend a while `installing`)?"""
         return bool(self.git_url or self.python_version or self.torch)
+
+    @property
+    def desktop_program(self) -> bool:
+        """Is the app a window on a desktop rather than a web page (persistent mode implied)?"""
+        return self.desktop == "program"
 
     def as_dict(self) -> dict:
         data = asdict(self)

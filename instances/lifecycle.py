@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
-from instances import sharedmodels, supervisor
+from instances import desktop, sharedmodels, supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
 from instances.signals import instance_event
@@ -47,6 +47,7 @@ from instances.signals import instance_event
 log = logging.getLogger(__name__)
 
 READY_POLL_SECONDS = 0.02
+WINDOW_POLL_SECONDS = 0.2
 # Progress-only changes of the install step are published at most this often.
 PROGRESS_PUBLISH_SECONDS = 0.25
 STOP_POLL_SECONDS = 0.03
@@ -57,6 +58,8 @@ SERVICE_STOP_SECONDS = 3.0
 # At the stack's shutdown: how long terminal processes may outlive their SIGTERM/SIGHUP (they got
 # them when the shutdown began, so this runs only past the instances' own stop).
 TERMINAL_STOP_SECONDS = 1.0
+# How long a desktop's X server may take to accept connections before the start fails.
+X_START_SECONDS = 15.0
 
 
 @contextlib.contextmanager
@@ -153,18 +156,25 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
         except NoFreePort as exc:
             # The sub-path still works; only the per-port fallback is missing.
             instance.append_log(f"no public port: {exc}")
-    _update_proxy()  # nginx learns the route while the app boots
     bp = instance.blueprint()
     if not instance.script_path.exists():
         if bp is None:
             _fail(instance, f"launch.sh is missing and blueprint {instance.base_blueprint!r} is gone.")
             return None
         instance.prepare_directory(bp)
+    with_desktop = bool(instance.desktop_kind()) and not install_only
+    if with_desktop and not _allocate_desktop(instance):
+        return None
+    _update_proxy()  # nginx learns the route while the app boots
     instance.output_dir.mkdir(parents=True, exist_ok=True)
     sharedmodels.ensure_layout()
     write_env_file(instance, action, install_only)
     try:
+        if with_desktop:
+            desktop.write_spec(instance)
         supervisor.ensure_group(instance)
+        if with_desktop and not _start_desktop(instance):
+            return None
         info = supervisor.start_webui(instance.pk)
     except (supervisor.SupervisorError, OSError) as exc:
         _fail(instance, f"Could not start: {exc}")
@@ -185,11 +195,81 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
     return pid
 
 
+def _allocate_desktop(instance: Instance) -> bool:
+    """A display and VNC port for the instance's desktop (and, for a web app, the loopback port
+    nginx serves it to the kiosk browser on). False: failed, and the instance says why."""
+    try:
+        desktop.allocate_display(instance)
+        allocate_port(instance, field="vnc_port")
+        if instance.desktop_kind() == "browser":
+            if instance.kiosk_port and not port_is_bindable(instance.kiosk_port):
+                # Someone else holds it now: a new one (the kiosk's stored data stays with the old origin).
+                Instance.objects.filter(pk=instance.pk).update(kiosk_port=None)
+                instance.refresh_from_db(fields=["kiosk_port"])
+            allocate_port(instance, field="kiosk_port")
+    except (desktop.NoFreeDisplay, NoFreePort) as exc:
+        _fail(instance, f"No desktop: {exc}")
+        return False
+    if not port_is_bindable(instance.vnc_port):
+        _fail(instance, f"Port {instance.vnc_port} (the desktop's VNC port) is in use by another program.")
+        return False
+    return True
+
+
+def _start_desktop(instance: Instance) -> bool:
+    """Start Xvnc and wait until it accepts connections, then the window manager. The kiosk
+    browser waits for the app to be ready (_wait_ready). False: failed, and the instance says why."""
+    display = instance.vnc_display
+    supervisor.start_desktop_program(instance.pk, "xvnc")
+    deadline = time.monotonic() + X_START_SECONDS
+    while not (desktop.x_ready(display) and desktop.port_listening(instance.vnc_port)):
+        info = supervisor.desktop_info(instance.pk, "xvnc") or {}
+        if info.get("statename") in (supervisor.EXITED, supervisor.FATAL, supervisor.BACKOFF) \
+                or time.monotonic() > deadline:
+            tail = _file_tail(desktop.log_path(instance.pk, "xvnc"))
+            with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
+                supervisor.stop_group(instance.pk, wait=False)
+            _end_leftovers(instance, force=True)
+            desktop.release_display(instance)
+            _fail(instance, f"The desktop's X server (Xvnc on :{display}) did not start. {tail}".strip())
+            return False
+        time.sleep(READY_POLL_SECONDS)
+    supervisor.start_desktop_program(instance.pk, "wm")
+    instance.append_log(f"desktop: display :{display}, VNC on 127.0.0.1:{instance.vnc_port}"
+                        + (", kiosk browser once the app is ready" if instance.desktop_kind() == "browser" else ""))
+    return True
+
+
+def _start_kiosk(instance: Instance) -> None:
+    """The app is ready: open it in the desktop's kiosk browser (never before)."""
+    if "kiosk" not in supervisor.desktop_programs(instance):
+        return
+    try:
+        supervisor.start_desktop_program(instance.pk, "kiosk")
+    except (supervisor.SupervisorError, xmlrpc.client.Fault) as exc:
+        instance.append_log(f"desktop: the kiosk browser did not start: {exc}")
+
+
+def _file_tail(path: Path, max_bytes: int = 600) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _update_proxy() -> None:
     """Enqueue the nginx regeneration job (it renders from the database, so it sees this change;
-    one that finds nothing changed costs a render)."""
+    one that finds nothing changed costs a render), and bring websockify's desktop tokens up to
+    date (a small file, written here at once)."""
     from proxy.tasks import regenerate_nginx
 
+    try:
+        desktop.write_tokens()
+    except OSError as exc:
+        log.warning("could not write the desktop tokens: %s", exc)
     regenerate_nginx()
 
 
@@ -207,9 +287,12 @@ def _fail(instance: Instance, reason: str, exit_code: int | None = None) -> None
     _update_proxy()
 
 
-def check_ready(kind: str, path: str, port: int) -> bool:
+def check_ready(kind: str, path: str, port: int, display: int | None = None) -> bool:
     if kind == "none":
         return True
+    if kind == "window":
+        # A desktop program is ready once the window manager manages a window of it.
+        return display is not None and desktop.has_client_window(display)
     try:
         if kind == "http":
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -312,7 +395,8 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
             deadline = None
         elif deadline is None:
             deadline = time.monotonic() + timeout
-        if (not installing and (launched or not needs_launch_report) and check_ready(kind, path, instance.port)
+        if (not installing and (launched or not needs_launch_report)
+                and check_ready(kind, path, instance.port, instance.vnc_display)
                 and not (watch.state and watch.state["phase"] == "done")):
             updated = Instance.objects.filter(
                 pk=pk, pid=pid, generation=generation, status__in=[InstanceStatus.STARTING, InstanceStatus.INSTALLING]
@@ -321,6 +405,7 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
             if updated:
                 instance.refresh_from_db()
                 instance.publish()
+                _start_kiosk(instance)
             return
         if not _alive(pid, create_time):
             return  # it died: the event listener records why and decides about a restart
@@ -338,7 +423,8 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
                 send_event(instance, "stuck_starting", timeout=timeout, log_tail=instance.log_tail(2000))
                 _fail(instance, f"Not ready after {timeout} s ({kind} check on port {instance.port}).")
             return
-        time.sleep(READY_POLL_SECONDS)
+        # A window check asks the X server (a subprocess): a slower pace for it.
+        time.sleep(WINDOW_POLL_SECONDS if kind == "window" else READY_POLL_SECONDS)
 
 
 def _watch_ready(pk: int, pid: int, generation: int) -> None:
@@ -446,7 +532,8 @@ def _describe(proc: psutil.Process) -> str:
 
 
 def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
-                  group_signalled: set[int] | frozenset[int] = frozenset()
+                  group_signalled: set[int] | frozenset[int] = frozenset(),
+                  roots: dict[int, list[int]] | None = None,
                   ) -> tuple[dict[int, list[str]], list[psutil.Process]]:
     """End every process of these instances, all at once: SIGTERM now, SIGKILL to whatever is
     alive `timeout` seconds later, and keep looking (process tree snapshot + marker scans) until
@@ -456,11 +543,15 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
     has already sent SIGTERM to the main process's group (stopasgroup): those members get no
     second one (some apps take a second SIGTERM as "quit now, skip the cleanup").
     Returns ({instance id: the processes that needed SIGKILL}, processes that outlived even that
-    by GIVE_UP_SECONDS, e.g. stuck in uninterruptible sleep)."""
+    by GIVE_UP_SECONDS, e.g. stuck in uninterruptible sleep).
+    roots: {instance id: pids of its other programs (the desktop's)}, whose trees are snapshotted
+    too: chromium's helpers write their process titles over their environment, losing the marker."""
     known: dict[tuple[int, float], tuple[int, psutil.Process]] = {}
     for pk, main in mains.items():
-        for proc in _process_tree(main.pid) if main is not None else []:
-            known[_key(proc)] = (pk, proc)
+        pids = ([main.pid] if main is not None else []) + list((roots or {}).get(pk, []))
+        for pid in pids:
+            for proc in _process_tree(pid):
+                known[_key(proc)] = (pk, proc)
     groups = {pk: main.pid for pk, main in mains.items() if main is not None and pk in group_signalled}
     termed: set[tuple[int, float]] = set()
     killed: set[tuple[int, float]] = set()
@@ -524,14 +615,15 @@ def _main_process(instance: Instance, info: dict | None) -> psutil.Process | Non
 
 
 def _await_supervisord_stop(pk: int, timeout: float = 5.0) -> None:
-    """supervisord notices an exit when the pipes close, else on its next one-second tick."""
+    """supervisord notices an exit when the pipes close, else on its next one-second tick (every
+    program of the group: the WebUI and its desktop's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             info = supervisor.process_info(pk)
         except supervisor.SupervisorError:
             return
-        if not info or info["statename"] not in supervisor.ALIVE_STATES:
+        if (not info or info["statename"] not in supervisor.ALIVE_STATES) and not supervisor.group_pids(pk):
             return
         time.sleep(0.01)
 
@@ -545,35 +637,45 @@ def _stop_processes(instance: Instance) -> list[psutil.Process]:
     except supervisor.SupervisorError:
         info = None
     main = _main_process(instance, info)
+    others = supervisor.group_pids(instance.pk)  # the desktop's programs, if any
     signalled: set[int] = set()
-    if info and info["statename"] in supervisor.ALIVE_STATES:
+    if (info and info["statename"] in supervisor.ALIVE_STATES) or others:
         try:
             supervisor.stop_group(instance.pk, wait=False)
             signalled.add(instance.pk)
         except supervisor.SupervisorError:
             pass
     timeout = settings.AIKORE_STOP_TIMEOUT
-    forced, survivors = end_processes({instance.pk: main}, timeout, signalled)
+    forced, survivors = end_processes({instance.pk: main}, timeout, signalled, roots={instance.pk: others})
     _log_forced(instance, forced[instance.pk], timeout)
     if signalled:
         _await_supervisord_stop(instance.pk)
     return survivors
 
 
-def _end_leftovers(instance: Instance) -> None:
+def _end_leftovers(instance: Instance, force: bool = False) -> None:
     """End processes of the instance that outlived its main process (a crash leaves its children
-    behind, and they may hold its port). Caller holds the instance lock."""
+    behind, and they may hold its port; its desktop goes with it, and comes back with the next
+    start). Caller holds the instance lock. force: even while the WebUI runs (a start that failed
+    after starting some of the desktop)."""
     try:
         info = supervisor.process_info(instance.pk)
     except supervisor.SupervisorError:
         info = None
-    if info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING):
+    if not force and info and info["statename"] in (supervisor.RUNNING, supervisor.STARTING):
         return  # a run is up: these are its processes, not leftovers
+    others = supervisor.group_pids(instance.pk)
+    if others:
+        # The desktop's programs restart themselves under supervisord: stop them there first.
+        with contextlib.suppress(supervisor.SupervisorError, xmlrpc.client.Fault):
+            supervisor.stop_group(instance.pk, wait=False)
     leftovers = instance_processes(instance.pk)
-    if not leftovers:
+    if not leftovers and not others:
         return
     timeout = settings.AIKORE_STOP_TIMEOUT
-    forced, _survivors = end_processes({instance.pk: None}, timeout)
+    forced, _survivors = end_processes({instance.pk: None}, timeout, roots={instance.pk: others})
+    if others:
+        _await_supervisord_stop(instance.pk)
     instance.append_log(f"ended {len(leftovers)} process(es) left behind by the previous run: "
                         f"{', '.join(_describe(p) for p in leftovers)}")
     _log_forced(instance, forced[instance.pk], timeout)
@@ -630,6 +732,8 @@ def halt(instance: Instance, final: bool = False, generation: int | None = None)
         _forget_group(instance.pk)
         _remove_instance_cgroup(instance.pk)
         if final:
+            # Its desktop's display and port go back now (the row goes next).
+            Instance.objects.filter(pk=instance.pk).update(vnc_display=None, vnc_port=None)
             _update_proxy()
             return
         if running or instance.status in (*ACTIVE_STATUSES, InstanceStatus.STOPPING):
@@ -1096,4 +1200,5 @@ def prepare_start() -> list[str]:
     leftovers and clear the shutdown flag."""
     notes = end_stale_stack()
     Path(settings.SHUTDOWN_FLAG).unlink(missing_ok=True)
+    desktop.write_tokens()  # no desktop runs yet: websockify must not reach a port of the last run
     return notes

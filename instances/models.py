@@ -31,7 +31,7 @@ INSTALL_STATUS_FILE = "install.json"
 INSTALL_RECORD_FILE = "install-inputs.sha256"
 # Files AiKore itself writes in an instance directory; anything else there is the user's.
 AIKORE_FILES = {"launch.sh", "env.json", ".logindex.json", INSTALL_STATUS_FILE, INSTALL_RECORD_FILE,
-                "extra_model_paths.yaml", ENV_DIRNAME}
+                "extra_model_paths.yaml", ENV_DIRNAME, "desktop.json", "desktop.log"}
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class InstanceManager(models.Manager["Instance"]):
             base_blueprint=bp.id,
             gpu_ids=validators.validate_gpu_ids(gpu_ids, detected_gpu_count()),
             autostart=bool(autostart),
-            persistent_mode=bool(persistent_mode),
+            # A desktop program has nothing to show but its desktop: persistent mode is implied.
+            persistent_mode=bool(persistent_mode) or bp.desktop_program,
             port=validators.validate_port(port),
             launch_args=validators.validate_launch_args(launch_args),
             output_path=validators.validate_output_path(output_path),
@@ -198,8 +199,12 @@ class Instance(models.Model):
     pid_create_time = models.FloatField(null=True, blank=True, editable=False)
     port = models.IntegerField(null=True, blank=True, unique=True)
     public_port = models.IntegerField(null=True, blank=True, unique=True)
+    # Persistent mode (instances/desktop.py): the desktop's X display and VNC port while it runs
+    # (given back at stop), and the loopback port nginx serves the app on to the kiosk browser (kept,
+    # like `port`: it is the browser's origin, which its storage and settings belong to).
     vnc_port = models.IntegerField(null=True, blank=True, unique=True)
     vnc_display = models.IntegerField(null=True, blank=True, unique=True)
+    kiosk_port = models.IntegerField(null=True, blank=True, unique=True)
 
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
@@ -285,6 +290,19 @@ class Instance(models.Model):
         meta = self.metadata()
         return meta.proxy_mode if meta else "strip"
 
+    def desktop_kind(self) -> str:
+        """What its desktop shows: "program" (a desktop program's windows), "browser" (persistent
+        mode: the app in a kiosk browser), or "" (no desktop)."""
+        meta = self.metadata()
+        if meta is not None and meta.desktop_program:
+            return "program"
+        return "browser" if self.persistent_mode else ""
+
+    @property
+    def desktop_path(self) -> str:
+        """The desktop's viewer (noVNC), on the app's origin, behind the same access check."""
+        return f"{self.url_path}desktop/"
+
     def app_location(self) -> tuple[str, str]:
         """Where the dashboard sends users: (origin id, path). Origin ids name configured origins
         only ("apps", "port:<n>", "host:<slug>"); the browser supplies the host name (proxy/origins.py)."""
@@ -351,7 +369,7 @@ class Instance(models.Model):
         }
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
-        if self.persistent_mode and self.vnc_display is not None:
+        if self.vnc_display is not None and self.desktop_kind():
             env["DISPLAY"] = f":{self.vnc_display}"
         if self.parent_id is not None:
             env["AIKORE_SATELLITE_OF"] = self.env_owner.slug
@@ -440,6 +458,11 @@ class Instance(models.Model):
             # A stopped instance gives its public port back (allocated again at its next start; a
             # crash restart keeps it, so the URL stays put while the app comes back).
             fields["public_port"] = None
+        if status in (InstanceStatus.STOPPED, InstanceStatus.FAILED):
+            # Its desktop's display and VNC port go back too (instances/desktop.py): every process
+            # of the instance has ended before it is called stopped or failed.
+            fields.setdefault("vnc_display", None)
+            fields.setdefault("vnc_port", None)
         for key, value in fields.items():
             setattr(self, key, value)
         update = ["status", "status_changed_at", "updated_at", *fields.keys()]
@@ -554,6 +577,9 @@ class Instance(models.Model):
                 elif field in ("autostart", "persistent_mode"):
                     if not isinstance(value, bool):
                         raise ValidationError({field: [f"{field} must be true or false."]})
+                    if field == "persistent_mode" and not value and self.desktop_kind() == "program":
+                        raise ValidationError({field: ["This app is a desktop program: it runs on its desktop, "
+                                                       "so persistent mode stays on."]})
                     clean[field] = value
             except ValidationError as exc:
                 errors.update(exc.message_dict if hasattr(exc, "error_dict") else {field: exc.messages})
@@ -651,7 +677,7 @@ class Instance(models.Model):
             names = sorted(os.listdir(self.directory))
         except OSError:
             return []
-        return [n for n in names if n not in AIKORE_FILES and not n.startswith("output.log")
+        return [n for n in names if n not in AIKORE_FILES and not n.startswith(("output.log", "desktop.log"))
                 and not (n.startswith(".") and n.endswith(".tmp"))]  # atomic_write's temporary files
 
     def deletion_plan(self) -> dict:

@@ -1,13 +1,17 @@
-"""Internal port allocation. The unique constraint on Instance.port is the arbiter, so racing
-starts can never share a port; a bind test skips ports something else on the machine holds."""
+"""Internal port allocation. The unique constraint on each port field is the arbiter within a
+field, so racing starts can never share a port; across fields (an app's port and another's desktop
+VNC port come from the same range) a lock file serialises the choice. A bind test skips ports
+something else on the machine holds."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from aikore_site.files import file_lock
 from instances.models import Instance
 
 
@@ -29,7 +33,7 @@ def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
 
 def used_ports() -> set[int]:
     used: set[int] = set()
-    for row in Instance.objects.values_list("port", "public_port", "vnc_port"):
+    for row in Instance.objects.values_list("port", "public_port", "vnc_port", "kiosk_port"):
         used.update(p for p in row if p)
     return used
 
@@ -42,17 +46,18 @@ def allocate_port(instance: Instance, field: str = "port", port_range: tuple[int
     if current:
         return current
     for _attempt in range(50):
-        used = used_ports()
-        candidate = next((p for p in range(low, high + 1) if p not in used and port_is_bindable(p)), None)
-        if candidate is None:
-            raise NoFreePort(f"No free port left in {low}-{high}.")
-        try:
-            with transaction.atomic():
-                updated = Instance.objects.filter(pk=instance.pk, **{f"{field}__isnull": True}).update(
-                    **{field: candidate}
-                )
-        except IntegrityError:
-            continue  # another instance took it between our read and write: try the next one
+        with file_lock(Path(settings.RUN_DIR) / "ports.lock"):
+            used = used_ports()
+            candidate = next((p for p in range(low, high + 1) if p not in used and port_is_bindable(p)), None)
+            if candidate is None:
+                raise NoFreePort(f"No free port left in {low}-{high}.")
+            try:
+                with transaction.atomic():
+                    updated = Instance.objects.filter(pk=instance.pk, **{f"{field}__isnull": True}).update(
+                        **{field: candidate}
+                    )
+            except IntegrityError:
+                continue  # another instance took it between our read and write: try the next one
         instance.refresh_from_db(fields=[field])
         if updated or getattr(instance, field):
             return getattr(instance, field)

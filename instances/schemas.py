@@ -33,6 +33,10 @@ class InstanceOut(Schema):
                                               '(its public port) or "host:<slug>" (AIKORE_APPS_DOMAIN).')
     app_path: str = Field(..., description="The app's path on that origin.")
     proxy_mode: str = Field(..., description="strip, keep or origin (its blueprint's aikore.proxy).")
+    desktop: str = Field("", description='"browser" (persistent mode: its app in a kiosk browser on a desktop of '
+                         'its own), "program" (a desktop program on its desktop) or "" (no desktop).')
+    desktop_path: str = Field("", description="The desktop's viewer (noVNC) on the app's origin, when it has one.")
+    vnc_display: int | None = Field(None, description="While its desktop runs: its X display number.")
     allowed_origins: str
     exit_code: int | None
     error_message: str
@@ -160,6 +164,8 @@ class BlueprintOut(Schema):
     homepage: str = Field(description="The app's home page.")
     downloads: str = Field(description="What the app downloads at its first start (weights, tools), with sizes.")
     requires: str = Field(description="What the install needs besides Python (e.g. Node.js, .NET SDK, ffmpeg).")
+    desktop: str = Field("", description="'program': the app is a desktop program, shown on the instance's desktop "
+                         "(persistent mode implied); '': a web app.")
     problems: list[str] = Field(description="Header lines that were ignored, and why.")
 
 

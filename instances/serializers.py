@@ -10,6 +10,7 @@ from instances.models import Instance
 
 def instance_summary(instance: Instance) -> dict:
     mode = instance.proxy_mode()
+    desktop = instance.desktop_kind()
     origin, path = instance.app_location()
     owner = instance.env_owner  # a satellite shows the environment it runs: its parent's
     return {
@@ -30,6 +31,9 @@ def instance_summary(instance: Instance) -> dict:
         "app_origin": origin,
         "app_path": path,
         "proxy_mode": mode,
+        "desktop": desktop,
+        "desktop_path": instance.desktop_path if desktop else "",
+        "vnc_display": instance.vnc_display,
         "allowed_origins": instance.allowed_origins,
         "exit_code": instance.exit_code,
         "error_message": instance.error_message,

@@ -128,32 +128,35 @@ def conf_path(instance_id: int) -> Path:
     return Path(settings.SUPERVISOR_INSTANCE_CONF_DIR) / f"{group_name(instance_id)}.conf"
 
 
-def render_group_config(instance: Instance) -> str:
-    """Only ids, slugs, validated paths and numbers reach this file; user-typed values (name,
-    launch args) travel in the instance's env.json, read by the launcher."""
-    group = group_name(instance.pk)
-    directory = _conf_value(str(instance.directory))
-    # -I -S: the launcher needs only the standard library; skipping site and PYTHON* variables
-    # halves the interpreter's start-up, which every instance start pays.
-    command = _conf_value(shlex.join([sys.executable, "-I", "-S", str(LAUNCHER), str(instance.directory)]))
-    program = f"{group}-webui"
-    environment = {procs.STACK_VAR: settings.AIKORE_STACK_ID,
-                   procs.INSTANCE_VAR: procs.instance_marker(settings.AIKORE_STACK_ID, instance.pk)}
-    cgroup = instance_cgroup(instance.pk)
-    if cgroup is not None:
-        environment[procs.CGROUP_VAR] = str(cgroup)
-    return "\n".join([
-        f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",
-        f"[group:{group}]",
-        f"programs={program}",
-        "",
-        f"[program:{program}]",
-        f"command={command}",
-        f"directory={directory}",
+def desktop_process(instance_id: int, program: str) -> str:
+    """A program of the instance's desktop (instances/desktop.py): xvnc, wm or kiosk."""
+    return f"{group_name(instance_id)}:{group_name(instance_id)}-{program}"
+
+
+def desktop_programs(instance: Instance) -> tuple[str, ...]:
+    """The desktop programs its group runs: none without a desktop (or before its display is
+    allocated); no kiosk browser for a desktop program, which shows its own windows."""
+    kind = instance.desktop_kind()
+    if not kind or instance.vnc_display is None or instance.vnc_port is None:
+        return ()
+    return ("xvnc", "wm", "kiosk") if kind == "browser" and instance.kiosk_port else ("xvnc", "wm")
+
+
+DESKTOP_PROGRAMS = ("xvnc", "wm", "kiosk")
+
+
+def _program_lines(name: str, command: list[str], directory: str, environment: dict[str, str], log_path: Path,
+                   log_bytes: int, log_backups: int, restart: bool) -> list[str]:
+    return [
+        f"[program:{name}]",
+        f"command={_conf_value(shlex.join(command))}",
+        f"directory={_conf_value(directory)}",
         "autostart=false",
-        "autorestart=false",
-        "startsecs=0",
-        "startretries=0",
+        # The WebUI's crashes are AiKore's to handle (backoff, status); a desktop program that dies
+        # (the kiosk closed with Ctrl+W, Xvnc gone) is simply started again by supervisord.
+        f"autorestart={'true' if restart else 'false'}",
+        f"startsecs={1 if restart else 0}",
+        f"startretries={10 if restart else 0}",
         "stopsignal=TERM",
         # AiKore escalates to SIGKILL itself at AIKORE_STOP_TIMEOUT (and logs it in the instance's
         # log, lifecycle.end_processes); supervisord's own SIGKILL is the backstop if that job died.
@@ -163,15 +166,47 @@ def render_group_config(instance: Instance) -> str:
         # AiKore runs with umask 077; the app gets the user's own (files it writes to outputs/).
         f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
-        f"stdout_logfile={_conf_value(str(instance.log_path))}",
-        f"stdout_logfile_maxbytes={int(settings.AIKORE_LOG_MAX_BYTES)}",
-        f"stdout_logfile_backups={int(settings.AIKORE_LOG_BACKUPS)}",
+        f"stdout_logfile={_conf_value(str(log_path))}",
+        f"stdout_logfile_maxbytes={int(log_bytes)}",
+        f"stdout_logfile_backups={int(log_backups)}",
         "stdout_capture_maxbytes=0",
         # The marker that finds every process this instance ever starts, and its cgroup where
         # there can be one (aikore_site/procs.py).
         "environment=" + ",".join(f'{key}="{_conf_value(value)}"' for key, value in environment.items()),
         "",
-    ])
+    ]
+
+
+def render_group_config(instance: Instance) -> str:
+    """Only ids, slugs, validated paths and numbers reach this file; user-typed values (name,
+    launch args) travel in the instance's env.json (and desktop.json), read by the launchers."""
+    from instances import desktop
+
+    group = group_name(instance.pk)
+    directory = str(instance.directory)
+    environment = {procs.STACK_VAR: settings.AIKORE_STACK_ID,
+                   procs.INSTANCE_VAR: procs.instance_marker(settings.AIKORE_STACK_ID, instance.pk)}
+    cgroup = instance_cgroup(instance.pk)
+    if cgroup is not None:
+        environment[procs.CGROUP_VAR] = str(cgroup)
+    # -I -S: the launcher needs only the standard library; skipping site and PYTHON* variables
+    # halves the interpreter's start-up, which every instance start pays.
+    webui = [sys.executable, "-I", "-S", str(LAUNCHER), directory]
+    extra = desktop_programs(instance)
+    programs = [f"{group}-{name}" for name in extra] + [f"{group}-webui"]
+    lines = [
+        f"; rendered by AiKore for instance {instance.pk} ({instance.slug}); do not edit",
+        f"[group:{group}]",
+        f"programs={','.join(programs)}",
+        "",
+    ]
+    for name in extra:
+        command = [sys.executable, "-I", "-S", str(desktop.LAUNCHER), directory, name]
+        lines += _program_lines(f"{group}-{name}", command, directory, environment,
+                                desktop.log_path(instance.pk, name), 1024 * 1024, 1, restart=True)
+    lines += _program_lines(f"{group}-webui", webui, directory, environment, instance.log_path,
+                            settings.AIKORE_LOG_MAX_BYTES, settings.AIKORE_LOG_BACKUPS, restart=False)
+    return "\n".join(lines)
 
 
 def ensure_group(instance: Instance) -> None:
@@ -246,6 +281,35 @@ def _start(process: str, what: str) -> None:
     except xmlrpc.client.Fault as exc:
         if exc.faultCode != Faults.ALREADY_STARTED:
             raise SupervisorError(f"supervisord could not start {what}: {exc.faultString}") from exc
+
+
+def start_desktop_program(instance_id: int, program: str) -> None:
+    """Start one desktop program (without waiting for startsecs: the caller watches the result)."""
+    try:
+        call("startProcess", desktop_process(instance_id, program), False)
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode != Faults.ALREADY_STARTED:
+            raise SupervisorError(f"supervisord could not start the desktop's {program}: {exc.faultString}") from exc
+
+
+def desktop_info(instance_id: int, program: str) -> dict | None:
+    try:
+        return call("getProcessInfo", desktop_process(instance_id, program))
+    except xmlrpc.client.Fault as exc:
+        if exc.faultCode == Faults.BAD_NAME:
+            return None
+        raise
+
+
+def group_pids(instance_id: int) -> list[int]:
+    """The pids of every live program of the instance's group (WebUI and desktop)."""
+    group = group_name(instance_id)
+    try:
+        infos = call("getAllProcessInfo")
+    except SupervisorError:
+        return []
+    return [info["pid"] for info in infos
+            if info["group"] == group and info["pid"] and info["statename"] in ALIVE_STATES]
 
 
 def stop_group(instance_id: int, wait: bool = True) -> None:

@@ -53,6 +53,14 @@ class ProxiedInstance:
     public_port: int | None
     mode: str = "strip"  # instances.blueprints.PROXY_MODES
     allowed_origins: tuple[str, ...] = ()
+    instance_id: int = 0
+    desktop: bool = False  # its desktop runs (persistent mode): viewer and websockify locations
+    kiosk_port: int | None = None  # the loopback listener of its desktop's kiosk browser
+
+    @property
+    def token(self) -> str:
+        """websockify's token for its desktop (instances/desktop.py)."""
+        return f"instance-{self.instance_id}"
 
     @property
     def url_prefix(self) -> str:
@@ -77,6 +85,12 @@ def safe_port(value: object) -> int:
     # bool is an int subclass; True is not a port.
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
         raise UnsafeValue(f"not a port: {value!r}")
+    return value
+
+
+def safe_id(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UnsafeValue(f"not an id: {value!r}")
     return value
 
 
@@ -161,11 +175,17 @@ def proxied_instances() -> list[ProxiedInstance]:
     result = []
     for instance in rows:
         try:
+            kind = instance.desktop_kind()
+            has_desktop = bool(kind) and instance.vnc_port is not None and instance.vnc_display is not None
             result.append(ProxiedInstance(
                 safe_slug(instance.slug), safe_port(instance.port),
                 safe_port(instance.public_port) if instance.public_port else None,
                 safe_mode(instance.proxy_mode()),
                 tuple(safe_origin(o) for o in instance.allowed_origins.split()),
+                instance_id=safe_id(instance.pk),
+                desktop=has_desktop,
+                kiosk_port=safe_port(instance.kiosk_port) if has_desktop and kind == "browser" and instance.kiosk_port
+                else None,
             ))
         except UnsafeValue as exc:
             log.error("instance left out of the nginx config: %s", exc)
@@ -221,6 +241,8 @@ def render_nginx_config(source: str | None = None) -> str:
         "apps_domain": domain,
         "apps_domain_re": domain.replace(".", "\\."),
         "host_instances": instances if domain else [],
+        "kiosk_instances": [i for i in instances if i.kiosk_port],
+        "websockify_socket": safe_path(settings.WEBSOCKIFY_SOCKET),
         "trusted_proxies": [safe_network(n) for n in settings.AIKORE_TRUSTED_PROXIES],
         "generation": GENERATION_PLACEHOLDER,
     }

@@ -115,6 +115,29 @@ def app_status(request: HttpRequest) -> HttpResponse:
     return _page(request, "proxy/app_status.html", context, status=503)
 
 
+@xframe_options_exempt
+def app_desktop(request: HttpRequest) -> HttpResponse:
+    """The desktop viewer (noVNC) of an instance in persistent mode, on its app origin: nginx
+    routes /instance/<slug>/desktop/ here after the app-access check, and the VNC stream to the one
+    websockify (instances/desktop.py). A desktop that does not run gets the status page."""
+    origin = origins.request_origin(request)
+    user = appaccess.user_for(request, origin) if origin else None
+    if user is None:
+        return app_signin(request)
+    original = origins.safe_next(request.headers.get("X-Original-URI"))
+    slug = request.headers.get("X-AiKore-Instance") or origins.slug_from_path(original) or ""
+    instance = Instance.objects.filter(slug=slug).first() if origins.SLUG_RE.fullmatch(slug) else None
+    if instance is None or not instance.desktop_kind() or instance.vnc_display is None:
+        return app_status(request)
+    config = {
+        "name": instance.name,
+        "kind": instance.desktop_kind(),
+        "websocket": f"{instance.desktop_path}websockify",
+        "app_path": instance.url_path,
+    }
+    return _page(request, "proxy/desktop.html", {"origin": origin, "instance": instance, "config": config})
+
+
 # --- control plane ----------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@
 #   static/dist/uplot.js       uPlot (ES module)        static/dist/uplot.css  its stylesheet
 #   static/dist/xterm.js       xterm.js + its fit addon  static/dist/xterm.css  its stylesheet
 #   static/dist/swagger-ui-bundle.js, swagger-ui.css    Swagger UI (swagger-ui-dist) for /api/docs
+#   static/dist/desktop-viewer.js  noVNC (@novnc/novnc) + static/aikore/desktop-viewer.js: the desktop
+#                              viewer of persistent instances, served on app origins as /_aikore/desktop.js
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +49,11 @@ export { Terminal } from "@xterm/xterm";
 export { FitAddon } from "@xterm/addon-fit";
 JS
 cp node_modules/@xterm/xterm/css/xterm.css "$tmp/xterm.css"
+
+# The desktop viewer (persistent mode): one self-contained module with noVNC inside, since it runs on
+# app origins, where only /_aikore/desktop.js is AiKore's.
+"$esbuild" static/aikore/desktop-viewer.js --bundle --format=esm --minify --legal-comments=none \
+    --log-level=warning --outfile="$tmp/desktop-viewer.js"
 
 rm -rf "$out"
 mv "$tmp" "$out"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy), git (apps'
-# code), tmux (keeps each instance's browser terminal alive between connections) and, for the tests,
+# code), tmux (keeps each instance's browser terminal alive between connections), the desktop of
+# persistent mode (TigerVNC's Xvnc, openbox, chromium as the kiosk browser, x11-utils' xprop; the
+# Qt libraries desktop programs such as OneTrainer load) and, for the tests,
 # chromium (Playwright drives it), redis-server (the AIKORE_REDIS_URL path is tested against a
 # throwaway redis-server the test starts itself) and shellcheck (every blueprint is linted). As root
 # it uses apt-get; otherwise it says what to run.
@@ -13,11 +15,22 @@ command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # Blueprints clone their apps' code (blueprints/functions.sh: aikore_git_sync).
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# Persistent mode (instances/desktop.py): a desktop per instance, its kiosk browser, the readiness
+# check of desktop programs (xprop), and what Qt's xcb platform needs.
+command -v Xvnc >/dev/null 2>&1 || need+=(tigervnc-standalone-server)
+command -v openbox >/dev/null 2>&1 || need+=(openbox)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v xprop >/dev/null 2>&1 || need+=(x11-utils)
+if command -v dpkg-query >/dev/null 2>&1; then
+    for lib in libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 fonts-dejavu-core; do  # (and a font for chromium)
+        dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")
+    done
+fi
 if [ "$mode" = test ]; then
-    command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
     command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
-    command -v Xvnc >/dev/null 2>&1 || true
+    # The desktop tests read the desktop's clipboard with xclip.
+    command -v xclip >/dev/null 2>&1 || need+=(xclip)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

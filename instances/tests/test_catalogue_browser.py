@@ -40,7 +40,7 @@ def test_pick_comfyui_from_the_catalogue(page, live):  # noqa: F811
     page.get_by_role("button", name="Training", exact=True).click()
     expect(page.get_by_role("button", name="Training", exact=True)).to_have_attribute("aria-pressed", "true")
     visible = sorted(c.get_attribute("data-id") for c in cards.all() if c.is_visible())
-    assert visible == ["ai-toolkit", "fluxgym", "kohya_ss"], visible
+    assert visible == ["ai-toolkit", "fluxgym", "kohya_ss", "onetrainer"], visible
     page.get_by_role("button", name="All", exact=True).click()
 
     # Search, then Enter picks the first match (and does not submit the form); the name follows.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import psutil
 import pytest
 from django.conf import settings
 
+from instances import supervisor
 from instances.blueprints import Blueprint, get_blueprint
 from instances.models import Instance, InstanceStatus
 from instances.tests import appfixtures
@@ -391,3 +393,32 @@ aikore_exec sleep 100
     wait_status(instance, InstanceStatus.FAILED, timeout=60)
     assert "Install step 'checking for the .NET 99 SDK' failed" in instance.error_message, instance.error_message
     assert "install the .NET 99 SDK (Microsoft's package dotnet-sdk-99.0" in instance.error_message
+
+
+def test_onetrainer(live, commits):
+    """A desktop program: no web page, its window on the instance's desktop (Xvnc + openbox, no
+    kiosk browser); ready once that window is managed."""
+    bp = get_blueprint("onetrainer")
+    assert bp.desktop_program and bp.ready == "window"
+    instance = Instance.objects.create_instance(
+        name="Stock OneTrainer", blueprint="onetrainer", python_version=PYTHON, torch_variant="cpu",
+        git_ref=commits["onetrainer"], launch_args="-style Fusion")
+    assert instance.persistent_mode  # implied: it has nothing but its desktop
+    instance.start()
+    wait_status(instance, InstanceStatus.RUNNING, InstanceStatus.FAILED, timeout=150)
+    assert instance.status == InstanceStatus.RUNNING, f"{instance.error_message}\n{instance.log_tail(3000)}"
+    wait_for((instance.directory / "fixture-record.json").exists, 10, "the fixture's record")
+    record = json.loads((instance.directory / "fixture-record.json").read_text())
+    assert record["argv"] == ["-style", "Fusion"]  # Qt's own options, passed on
+    assert record["env"]["DISPLAY"] == f":{instance.vnc_display}" and record["env"]["QT_QPA_PLATFORM"] == "xcb"
+    assert record["executable"].startswith(str(instance.env_dir)) and record["cwd"] == str(instance.app_dir)
+    assert record["packages"]["pyside6"] == "6.11.1" and record["packages"]["torch"] == TORCH_VERSION
+    assert record["env"]["HF_HUB_CACHE"] == models("huggingface")
+    names = subprocess.run(["xwininfo", "-display", f":{instance.vnc_display}", "-root", "-tree"],
+                           capture_output=True, text=True, timeout=10).stdout
+    assert '"OneTrainer"' in names, names
+    assert supervisor.desktop_programs(instance) == ("xvnc", "wm")  # no browser
+    assert "OneTrainer opens on the instance's desktop" in instance.log_tail(20000)
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED, timeout=30)
+    assert psutil.pid_exists(record["pid"]) is False or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE

@@ -7,9 +7,9 @@ import { store, actions, badge, InstanceTable, InstanceForm } from "./instances.
 import { LogConsole } from "./logs.js";
 import { ScriptEditor } from "./editor.js";
 import { Monitor } from "./monitor.js";
-import { appUrl } from "./origins.js";
 import { startHealthBanner } from "./health.js";
 import { TerminalPane } from "./terminal.js";
+import { ViewMode } from "./desktop.js";
 
 const table = new InstanceTable($("#instances-body"), $("#instances-empty"));
 const form = new InstanceForm($("#instance-dialog"));
@@ -24,7 +24,9 @@ const notifications = new Notifications({ button: $("#notify-button"), store });
 const terminal = $("#tab-terminal")
   ? new TerminalPane({ root: $("#terminal-view"), status: $("#terminal-status"), newShell: $("#terminal-new") })
   : null;
-window.aikore = { store, logs, editor, monitor, notifications, terminal }; // for debugging and the browser tests
+const viewMode = new ViewMode({ group: $("#view-mode"), app: $("#view-mode-app"), desktop: $("#view-mode-desktop"),
+  onChange: () => updateView(store.selected()) });
+window.aikore = { store, logs, editor, monitor, notifications, terminal, viewMode }; // for debugging and the browser tests
 startHealthBanner($("#health-banner"));
 
 // --- detail pane --------------------------------------------------------------------------------
@@ -66,7 +68,8 @@ function updateView(inst) {
   const open = $("#view-open");
   const frame = $("#view-frame");
   const running = Boolean(inst && inst.status === "running");
-  const url = inst ? appUrl(inst) : "#";
+  viewMode.sync(inst);
+  const url = inst ? viewMode.url(inst) : "#";
   open.href = url;
   open.setAttribute("aria-disabled", String(!running));
   $("#view-note").textContent = !inst ? "" : running ? url : `${inst.name} is ${inst.status}; start it to see its UI.`;
