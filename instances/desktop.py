@@ -41,6 +41,7 @@ import psutil
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
 from instances.models import Instance
 
@@ -189,10 +190,10 @@ def write_spec(instance: Instance) -> None:
 
 def render_tokens() -> str:
     """websockify's token file (TokenFile plugin): one line per running desktop."""
-    rows = (Instance.objects.exclude(vnc_port__isnull=True).exclude(vnc_display__isnull=True)
-            .order_by("pk").values_list("pk", "vnc_port"))
+    rows = Instance.objects.exclude(vnc_port__isnull=True).exclude(vnc_display__isnull=True).order_by("pk")
     lines = ["# rendered by AiKore (instances/desktop.py): websockify token -> the desktop's VNC port"]
-    lines += [f"{token(pk)}: 127.0.0.1:{int(port)}" for pk, port in rows]
+    # Only instances that still have a desktop (persistent mode turned off while running: no token).
+    lines += [f"{token(i.pk)}: 127.0.0.1:{int(i.vnc_port)}" for i in rows if i.desktop_kind()]
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +225,36 @@ def has_client_window(display: int) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0 and "window id #" in result.stdout
+
+
+def missing_programs(kind: str, ready_kind: str) -> str:
+    """What a desktop of this kind needs and this machine lacks, said for the user ("" if nothing):
+    found now rather than as a black screen, or a `ready: window` check that times out."""
+    needed = {"Xvnc": str(settings.AIKORE_XVNC), "openbox": "openbox"}
+    if kind == "browser":
+        needed["chromium"] = str(settings.AIKORE_CHROMIUM)
+    if ready_kind == "window":
+        needed["xprop"] = "xprop"
+    missing = [name for name, program in needed.items() if shutil.which(program) is None]
+    if not missing:
+        return ""
+    return (f"{', '.join(missing)} not found. Persistent mode needs Debian's tigervnc-standalone-server, "
+            "openbox, chromium and x11-utils: `make run` installs them when run as root "
+            "(scripts/system-deps.sh), and the Docker image has them.")
+
+
+def nginx_listens(port: int) -> bool:
+    """Is this loopback port held by this stack's own nginx (the instance's kiosk listener stays in
+    its config through a crash restart or a quick restart)?"""
+    ours = {proc.pid for proc in procs.nginx_processes(Path(settings.NGINX_DIR))}
+    if not ours:
+        return False
+    try:
+        connections = psutil.net_connections(kind="tcp4")
+    except (psutil.Error, OSError):
+        return False
+    return any(conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid in ours
+               for conn in connections)
 
 
 def port_listening(port: int) -> bool:

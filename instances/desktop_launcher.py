@@ -38,7 +38,7 @@ APP_WAIT_SECONDS = 60.0
 CHROMIUM_FLAGS = (
     "--kiosk", "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-    "--disable-breakpad", "--disable-crash-reporter", "--noerrdialogs", "--disable-session-crashed-bubble",
+    "--disable-breakpad", "--disable-crash-reporter", "--noerrdialogs", "--hide-crash-restore-bubble",
     "--disable-infobars", "--password-store=basic", "--disable-dev-shm-usage", "--disable-gpu",
     "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
     "--disable-renderer-backgrounding", "--disable-client-side-phishing-detection",
@@ -123,6 +123,19 @@ def app_answers(url: str) -> bool:
         conn.close()
 
 
+def clear_profile_locks(profile: str) -> None:
+    """Chromium's Singleton{Lock,Socket,Cookie} in the profile. Only this program uses the profile
+    and supervisord runs one of it, so any found now are a dead browser's: left by a SIGKILL, an
+    OOM kill or a stack crash they make the next one refuse the profile ("in use on another
+    computer" once the container's host name changed) and exit, again and again."""
+    for name in ("SingletonLock", "SingletonSocket", "SingletonCookie"):
+        path = os.path.join(profile, name)
+        if os.path.lexists(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                log(f"removed the profile's stale {name}")
+
+
 def needs_no_sandbox() -> bool:
     """Chromium's sandbox needs unprivileged user namespaces, which root (it refuses to run
     sandboxed as root) and most containers' seccomp profiles do not give."""
@@ -175,6 +188,7 @@ def main(argv: list[str]) -> None:
         if not spec.get("kiosk_url"):
             sys.exit("this desktop has no kiosk browser")
         os.makedirs(spec["profile"], exist_ok=True)
+        clear_profile_locks(spec["profile"])
         wait_for(lambda: app_answers(spec["kiosk_url"]), APP_WAIT_SECONDS, f"the app at {spec['kiosk_url']}")
     argv_out = command(program, spec)
     os.chdir(directory)

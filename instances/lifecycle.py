@@ -60,6 +60,7 @@ SERVICE_STOP_SECONDS = 3.0
 TERMINAL_STOP_SECONDS = 1.0
 # How long a desktop's X server may take to accept connections before the start fails.
 X_START_SECONDS = 15.0
+X_POLL_SECONDS = 0.1
 
 
 @contextlib.contextmanager
@@ -165,6 +166,10 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
     with_desktop = bool(instance.desktop_kind()) and not install_only
     if with_desktop and not _allocate_desktop(instance):
         return None
+    if not instance.desktop_kind() and (instance.vnc_display is not None or instance.kiosk_port is not None):
+        # Persistent mode was turned off: its display and kiosk port go back.
+        Instance.objects.filter(pk=instance.pk).update(vnc_display=None, vnc_port=None, kiosk_port=None)
+        instance.refresh_from_db(fields=["vnc_display", "vnc_port", "kiosk_port"])
     _update_proxy()  # nginx learns the route while the app boots
     instance.output_dir.mkdir(parents=True, exist_ok=True)
     sharedmodels.ensure_layout()
@@ -198,12 +203,19 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
 def _allocate_desktop(instance: Instance) -> bool:
     """A display and VNC port for the instance's desktop (and, for a web app, the loopback port
     nginx serves it to the kiosk browser on). False: failed, and the instance says why."""
+    missing = desktop.missing_programs(instance.desktop_kind(), _ready_kind(instance))
+    if missing:
+        _fail(instance, f"No desktop: {missing}")
+        return False
     try:
         desktop.allocate_display(instance)
         allocate_port(instance, field="vnc_port")
         if instance.desktop_kind() == "browser":
-            if instance.kiosk_port and not port_is_bindable(instance.kiosk_port):
-                # Someone else holds it now: a new one (the kiosk's stored data stays with the old origin).
+            if (instance.kiosk_port and not port_is_bindable(instance.kiosk_port)
+                    and not desktop.nginx_listens(instance.kiosk_port)):
+                # Someone else holds it now: a new one (the kiosk's stored data stays with the old
+                # origin). Our own nginx holding it (a crash restart or a quick restart keeps the
+                # instance's route) is no reason: the port is the kiosk's origin, kept on purpose.
                 Instance.objects.filter(pk=instance.pk).update(kiosk_port=None)
                 instance.refresh_from_db(fields=["kiosk_port"])
             allocate_port(instance, field="kiosk_port")
@@ -233,21 +245,44 @@ def _start_desktop(instance: Instance) -> bool:
             desktop.release_display(instance)
             _fail(instance, f"The desktop's X server (Xvnc on :{display}) did not start. {tail}".strip())
             return False
-        time.sleep(READY_POLL_SECONDS)
+        time.sleep(X_POLL_SECONDS)  # each turn asks supervisord: not at READY_POLL_SECONDS' pace
     supervisor.start_desktop_program(instance.pk, "wm")
     instance.append_log(f"desktop: display :{display}, VNC on 127.0.0.1:{instance.vnc_port}"
                         + (", kiosk browser once the app is ready" if instance.desktop_kind() == "browser" else ""))
     return True
 
 
-def _start_kiosk(instance: Instance) -> None:
-    """The app is ready: open it in the desktop's kiosk browser (never before)."""
-    if "kiosk" not in supervisor.desktop_programs(instance):
+def _start_kiosk(instance: Instance, pid: int, generation: int) -> None:
+    """The app is ready: open it in the desktop's kiosk browser (never before). Under the
+    instance's lock, and only while this run still stands: a stop in between must not be followed
+    by a browser started after the group was stopped."""
+    with instance_lock(instance.pk):
+        if not Instance.objects.filter(pk=instance.pk, pid=pid, generation=generation, want_running=True,
+                                       status=InstanceStatus.RUNNING).exists():
+            return
+        if "kiosk" not in supervisor.desktop_programs(instance):
+            return
+        try:
+            supervisor.start_desktop_program(instance.pk, "kiosk")
+        except (supervisor.SupervisorError, xmlrpc.client.Fault) as exc:
+            instance.append_log(f"desktop: the kiosk browser did not start: {exc}")
+
+
+def desktop_program_failed(pk: int, program: str) -> None:
+    """supervisord gave up on a desktop program (FATAL: it kept exiting at once). The app may run
+    on; the instance's log says what is wrong with its desktop instead of a silent black screen."""
+    instance = Instance.objects.filter(pk=pk).first()
+    if instance is None or not instance.want_running:
         return
-    try:
-        supervisor.start_desktop_program(instance.pk, "kiosk")
-    except (supervisor.SupervisorError, xmlrpc.client.Fault) as exc:
-        instance.append_log(f"desktop: the kiosk browser did not start: {exc}")
+    what = {"xvnc": "X server (Xvnc)", "wm": "window manager (openbox)", "kiosk": "kiosk browser"}.get(program, program)
+    tail = _file_tail(desktop.log_path(pk, program))
+    instance.append_log(f"desktop: its {what} kept failing and was given up; restart the instance to try "
+                        f"again. Its last output: {tail or '(none)'}")
+
+
+def _ready_kind(instance: Instance) -> str:
+    bp = instance.blueprint()
+    return bp.ready if bp else "tcp"
 
 
 def _file_tail(path: Path, max_bytes: int = 600) -> str:
@@ -405,7 +440,7 @@ def _wait_ready(pk: int, pid: int, generation: int) -> None:
             if updated:
                 instance.refresh_from_db()
                 instance.publish()
-                _start_kiosk(instance)
+                _start_kiosk(instance, pid, generation)
             return
         if not _alive(pid, create_time):
             return  # it died: the event listener records why and decides about a restart

@@ -459,9 +459,10 @@ class Instance(models.Model):
             # crash restart keeps it, so the URL stays put while the app comes back).
             fields["public_port"] = None
         if status in (InstanceStatus.STOPPED, InstanceStatus.FAILED):
-            # Its desktop's display and VNC port go back too (instances/desktop.py): every process
-            # of the instance has ended before it is called stopped or failed.
-            fields.setdefault("vnc_display", None)
+            # Its desktop's VNC port goes back too (instances/desktop.py): every process of the
+            # instance has ended before it is called stopped or failed. The display number stays
+            # the instance's, as its port does: its terminal (which outlives stops) keeps DISPLAY,
+            # which must never point at another instance's desktop.
             fields.setdefault("vnc_port", None)
         for key, value in fields.items():
             setattr(self, key, value)

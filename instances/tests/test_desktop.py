@@ -100,10 +100,63 @@ def test_group_config_tokens_and_nginx_for_a_persistent_instance(settings):
     assert "/desktop/websockify" not in render_nginx_config()
 
 
-def test_a_stopped_instance_gives_its_display_back():
+def test_a_stopped_instance_gives_its_vnc_port_back_and_keeps_its_display(settings):
+    # The display stays the instance's (its terminal, which outlives stops, keeps DISPLAY: it must
+    # never point at another instance's desktop); the kiosk port is the kiosk's origin.
     instance = Instance.objects.create_instance(name="Desk Free", blueprint="demo-webui", persistent_mode=True)
     Instance.objects.filter(pk=instance.pk).update(vnc_display=4243, vnc_port=31396, kiosk_port=31395)
     instance.refresh_from_db()
     instance.set_status("stopped")
     instance.refresh_from_db()
-    assert (instance.vnc_display, instance.vnc_port, instance.kiosk_port) == (None, None, 31395)
+    assert (instance.vnc_display, instance.vnc_port, instance.kiosk_port) == (4243, None, 31395)
+    assert instance.environment()["DISPLAY"] == ":4243"
+    assert f"instance-{instance.pk}:" not in desktop.render_tokens()
+    other = Instance.objects.create_instance(name="Desk Other", blueprint="demo-webui", persistent_mode=True)
+    settings.AIKORE_DISPLAY_RANGE = (4243, 4244)
+    assert desktop.allocate_display(other) == 4244  # not the stopped instance's
+
+
+def test_no_token_once_persistent_mode_is_off():
+    instance = Instance.objects.create_instance(name="Desk Off", blueprint="demo-webui", persistent_mode=True)
+    Instance.objects.filter(pk=instance.pk).update(vnc_display=4245, vnc_port=31394)
+    assert f"instance-{instance.pk}: 127.0.0.1:31394" in desktop.render_tokens()
+    Instance.objects.filter(pk=instance.pk).update(persistent_mode=False)
+    assert f"instance-{instance.pk}:" not in desktop.render_tokens()
+
+
+def test_missing_desktop_programs_are_named_before_anything_starts(settings):
+    assert desktop.missing_programs("browser", "http") == ""  # this machine has them all
+    settings.AIKORE_CHROMIUM = "/nonexistent/chromium"
+    assert desktop.missing_programs("program", "window") == ""  # no browser needed
+    problem = desktop.missing_programs("browser", "http")
+    assert problem.startswith("chromium not found") and "system-deps.sh" in problem
+    settings.AIKORE_XVNC = "/nonexistent/Xvnc"
+    assert desktop.missing_programs("program", "tcp").startswith("Xvnc not found")
+
+
+def test_a_dead_browsers_profile_locks_are_removed_before_the_kiosk_starts(tmp_path):
+    from instances import desktop_launcher
+
+    profile = tmp_path / "desktop-browser"
+    profile.mkdir()
+    (profile / "SingletonLock").symlink_to("old-container-host-4242")  # chromium's: a dangling link
+    (profile / "SingletonCookie").symlink_to("1234")
+    (profile / "Preferences").write_text("{}")
+    desktop_launcher.clear_profile_locks(str(profile))
+    assert sorted(p.name for p in profile.iterdir()) == ["Preferences"]
+
+
+def test_a_desktop_program_supervisord_gave_up_on_is_said_in_the_instances_log(settings):
+    from instances.management.commands.supervisor_events import Command
+
+    instance = Instance.objects.create_instance(name="Desk Fatal", blueprint="demo-webui", persistent_mode=True)
+    Instance.objects.filter(pk=instance.pk).update(want_running=True)
+    desktop.log_path(instance.pk, "kiosk").parent.mkdir(parents=True, exist_ok=True)
+    desktop.log_path(instance.pk, "kiosk").write_text("[aikore desktop] chromium: cannot open display\n")
+    Command().dispatch("PROCESS_STATE_FATAL", {"processname": f"instance-{instance.pk}-kiosk", "groupname":
+                                               f"instance-{instance.pk}", "from_state": "BACKOFF", "pid": ""})
+    tail = instance.log_tail(2000)
+    assert "its kiosk browser kept failing and was given up" in tail and "cannot open display" in tail
+    # Its other events are not the WebUI's: no exit is recorded for the instance.
+    instance.refresh_from_db()
+    assert instance.status == "stopped" and instance.exit_code is None

@@ -133,6 +133,16 @@ def test_kiosk_shows_the_app_then_stop_leaves_nothing(live, alice):
     with pytest.raises(websockets.InvalidStatus) as foreign:
         asyncio.run(rfb_greeting(ws_url, {"Cookie": cookie, "Origin": "http://evil.example"}))
     assert foreign.value.response.status_code == 403
+    # An origin the instance lists may call the app, never drive its desktop.
+    listed = "http://tools.example"
+    instance.update_settings({"allowed_origins": listed})
+    app_write = apps_url(f"{instance.url_path}stats")
+    wait_for(lambda: httpx.post(app_write, headers={"Cookie": cookie, "Origin": listed}).status_code not in (401, 403), 10,
+             "the listed origin accepted by the app")
+    with pytest.raises(websockets.InvalidStatus) as listed_origin:
+        asyncio.run(rfb_greeting(ws_url, {"Cookie": cookie, "Origin": listed}))
+    assert listed_origin.value.response.status_code == 403
+    instance.refresh_from_db()
 
     # Stop: no X server, window manager, browser (helpers included) or websockify session is left;
     # the display, its lock and socket and the VNC port are free again; websockify stays.
@@ -149,7 +159,7 @@ def test_kiosk_shows_the_app_then_stop_leaves_nothing(live, alice):
     with pytest.raises(ConnectionClosed):
         stream.recv(timeout=10)
     assert websockify_children() == []
-    assert (instance.vnc_display, instance.vnc_port) == (None, None)
+    assert (instance.vnc_display, instance.vnc_port) == (display, None)  # the display stays the instance's
     assert f"instance-{instance.pk}:" not in Path(settings.DESKTOP_TOKENS_FILE).read_text()
     assert instance.kiosk_port  # kept: the kiosk's origin, which its storage belongs to
 
@@ -190,5 +200,28 @@ def test_twenty_concurrent_persistent_starts_get_distinct_displays_and_ports(liv
         instance.stop()
     for instance in instances:
         wait_status(instance, InstanceStatus.STOPPED, timeout=60)
-        assert (instance.vnc_display, instance.vnc_port) == (None, None)
+        assert instance.vnc_port is None
     assert not [d for d in displays if desktop.lock_path(d).exists() or desktop.socket_path(d).exists()]
+
+
+def test_crash_restarts_and_restarts_keep_the_kiosk_origin_and_the_display(live):
+    # The kiosk's port is its origin (the app's local storage belongs to it): our own nginx holding
+    # it through the restart is no reason for a new one.
+    instance = start_persistent("Desk Crash")
+    kiosk_port, display = instance.kiosk_port, instance.vnc_display
+    for how in ("crash", "restart"):
+        pid = instance.pid
+        if how == "crash":
+            psutil.Process(pid).kill()
+        else:
+            instance.restart()
+
+        def back(old: int | None = pid) -> bool:
+            instance.refresh_from_db()
+            return instance.status == InstanceStatus.RUNNING and instance.pid not in (None, old)
+
+        wait_for(back, 60, f"the instance running again after a {how}")
+        assert (instance.kiosk_port, instance.vnc_display) == (kiosk_port, display), how
+        wait_for(lambda: "AiKore Demo WebUI - Desk Crash" in window_names(display), 30, "the app in the kiosk")
+    instance.stop()
+    wait_status(instance, InstanceStatus.STOPPED, timeout=30)

@@ -78,8 +78,17 @@ class Command(BaseCommand):
         if event == "TICK_5":
             disk.keep_reserve()
             return
-        pk = supervisor.instance_id_from_process(data.get("processname", ""))
-        if pk is None or not data.get("processname", "").endswith("-webui"):
+        name = data.get("processname", "")
+        pk = supervisor.instance_id_from_process(name)
+        if pk is None:
+            return
+        program = name.rsplit("-", 1)[-1]
+        if program in supervisor.DESKTOP_PROGRAMS:
+            # supervisord restarts a desktop program itself; FATAL is it giving up.
+            if event == "PROCESS_STATE_FATAL":
+                lifecycle.desktop_program_failed(pk, program)
+            return
+        if program != "webui":
             return
         pid = int(data["pid"]) if data.get("pid", "").isdigit() else None
         if event == "PROCESS_STATE_RUNNING" and pid:
