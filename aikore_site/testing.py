@@ -15,9 +15,12 @@ def free_port() -> int:
 
 
 if not os.environ.get("AIKORE_TEST_DATA_DIR"):
-    # The data dir sits alone in a private folder: a test can then tell a file AiKore wrote beside
-    # it (outside the data dir) from what other programs write to /tmp meanwhile.
-    os.environ["AIKORE_TEST_DATA_DIR"] = os.path.join(tempfile.mkdtemp(prefix="aikore-test-"), "data")
+    # The data dir sits alone in a folder of its own: a test can then tell a file AiKore wrote beside
+    # it (outside the data dir) from what other programs write to /tmp meanwhile. Run as root, the
+    # stacks' two users (below) must be able to enter it.
+    _parent = tempfile.mkdtemp(prefix="aikore-test-")
+    os.chmod(_parent, 0o711)
+    os.environ["AIKORE_TEST_DATA_DIR"] = os.path.join(_parent, "data")
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_APPS_PORT", str(free_port()))
@@ -49,6 +52,8 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 _GIT_CONFIG = {
     f"url.{os.path.join(os.environ['AIKORE_DATA_DIR'], 'test-repos', 'github.com')}/.insteadOf": "https://github.com/",
     "protocol.file.allow": "always",
+    # The fixture repositories are the test run's (root's, in CI); the apps' user clones them.
+    "safe.directory": "*",
 }
 if "AIKORE_TEST_GIT_CONFIG" not in os.environ:
     _count = int(os.environ.get("GIT_CONFIG_COUNT") or 0)
@@ -58,6 +63,20 @@ if "AIKORE_TEST_GIT_CONFIG" not in os.environ:
     os.environ["GIT_CONFIG_COUNT"] = str(_count)
     os.environ["AIKORE_TEST_GIT_CONFIG"] = "1"
     os.environ["PATH"] = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-bin") + os.pathsep + os.environ.get("PATH", "")
+
+
+# Run as root (CI), the stacks run AiKore as one unprivileged user and the instances as another
+# (aikore_site/privileges.py), as the container does; this test process sees the same settings, so
+# files it makes for the stack belong to AiKore's user (settings.AIKORE_FILE_OWNER).
+from aikore_site import privileges  # noqa: E402 (standard library only)
+
+privileges.adopt_for_root_process()
+
+
+def pytest_sessionstart(session) -> None:
+    """settings.py gave this process AiKore's umask (077); files the tests write for the stack's
+    processes (blueprints, fixtures) must be readable by them, as a user's would be."""
+    os.umask(0o022)
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

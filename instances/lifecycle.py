@@ -37,7 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from aikore_site import procs
-from aikore_site.files import atomic_write, file_lock
+from aikore_site.files import atomic_write, file_lock, shared_dir
 from instances import sharedmodels, supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
@@ -86,7 +86,9 @@ def _create_time(pid: int) -> float | None:
 
 def write_env_file(instance: Instance, action: str = "start", install_only: bool = False) -> None:
     env = instance.environment(action=action, install_only=install_only)
-    atomic_write(instance.directory / "env.json", json.dumps({"env": env}, indent=1), 0o600)
+    # Read by the launcher, which runs as the apps' user when they have their own (the folder's
+    # group is AiKore's; nothing secret is in it).
+    atomic_write(instance.directory / "env.json", json.dumps({"env": env}, indent=1), 0o640)
 
 
 def send_event(instance: Instance, kind: str, **details: object) -> None:
@@ -154,7 +156,7 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
             _fail(instance, f"launch.sh is missing and blueprint {instance.base_blueprint!r} is gone.")
             return None
         instance.prepare_directory(bp)
-    instance.output_dir.mkdir(parents=True, exist_ok=True)
+    shared_dir(instance.output_dir)
     sharedmodels.ensure_layout()
     write_env_file(instance, action, install_only)
     try:
@@ -474,12 +476,13 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
                     procs.cgroup_kill(path)  # at once, even what was forked a moment ago
             procs.signal_all((proc for _pk, proc in known.values()), signal.SIGKILL)
         else:
+            fresh = []
             for key, (pk, proc) in known.items():
                 if key not in termed:
                     termed.add(key)
                     if pk not in groups or _pgid(proc) != groups[pk]:
-                        with contextlib.suppress(psutil.Error):
-                            proc.terminate()
+                        fresh.append(proc)
+            procs.signal_all(fresh, signal.SIGTERM)  # (the apps' user's through supervisord)
         time.sleep(STOP_POLL_SECONDS)
 
 

@@ -78,6 +78,30 @@ def dropped_output(timeout: float = 5.0) -> dict[str, int]:
         raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
 
 
+class ProcessHelper:
+    """aikore_site.procs's helper when the apps run as a user of their own (aikore_site/privileges.py):
+    supervisord, which runs as root, reads the environments of the apps' processes and signals them
+    for AiKore's user (instances/supervisord_plugin.py). Installed by InstancesConfig.ready()."""
+
+    def scan(self, stack_id: str, instance: int | None) -> list[tuple[int, float, int | None]]:
+        try:
+            rows = _server(10).aikore.scanProcesses(stack_id, -1 if instance is None else int(instance))
+        except (OSError, xmlrpc.client.Fault) as exc:
+            raise SupervisorError(f"supervisord could not list the instances' processes: {exc}") from exc
+        return [(int(pid), float(created), None if pk < 0 else int(pk)) for pid, created, pk in rows]
+
+    def signal(self, targets: list[tuple[int, float]], sig: int) -> None:
+        try:
+            _server(10).aikore.signalProcesses([[pid, created] for pid, created in targets], int(sig))
+        except (OSError, xmlrpc.client.Fault) as exc:
+            raise SupervisorError(f"supervisord could not signal the instances' processes: {exc}") from exc
+
+
+def _user_line() -> list[str]:
+    """supervisord starts the program as the apps' user, when they have one of their own."""
+    return [f"user={_conf_value(settings.AIKORE_APP_USER)}"] if settings.AIKORE_APP_USER else []
+
+
 def call(method: str, *args: Any, timeout: float = 30.0) -> Any:
     try:
         return getattr(rpc(timeout), method)(*args)
@@ -160,6 +184,7 @@ def render_group_config(instance: Instance) -> str:
         f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT) + STOP_BACKSTOP_SECONDS}",
         "stopasgroup=true",
         "killasgroup=true",
+        *_user_line(),
         # AiKore runs with umask 077; the app gets the user's own (files it writes to outputs/).
         f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
@@ -323,6 +348,8 @@ def render_terminal_config(instance_id: int, command: list[str], log_path: Path)
         "stopwaitsecs=5",
         "stopasgroup=true",
         "killasgroup=true",
+        *_user_line(),
+        f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
         f"stdout_logfile={_conf_value(str(log_path))}",
         "stdout_logfile_maxbytes=1MB",
