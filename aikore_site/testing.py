@@ -52,8 +52,6 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 _GIT_CONFIG = {
     f"url.{os.path.join(os.environ['AIKORE_DATA_DIR'], 'test-repos', 'github.com')}/.insteadOf": "https://github.com/",
     "protocol.file.allow": "always",
-    # The fixture repositories are the test run's (root's, in CI); the apps' user clones them.
-    "safe.directory": "*",
 }
 if "AIKORE_TEST_GIT_CONFIG" not in os.environ:
     _count = int(os.environ.get("GIT_CONFIG_COUNT") or 0)
@@ -62,6 +60,15 @@ if "AIKORE_TEST_GIT_CONFIG" not in os.environ:
         _count += 1
     os.environ["GIT_CONFIG_COUNT"] = str(_count)
     os.environ["AIKORE_TEST_GIT_CONFIG"] = "1"
+    # The fixture repositories are the test run's (root's, in CI) and the apps' user clones them: git
+    # must not refuse them as "dubious ownership". Only protected configuration can say so, and a local
+    # clone drops GIT_CONFIG_* for the side that reads the source: a system config file of the run's own.
+    _system_config = os.path.join(os.path.dirname(os.environ["AIKORE_DATA_DIR"]), "gitconfig")
+    if not os.path.exists(_system_config):
+        with open(_system_config, "w") as _fh:
+            _fh.write("[safe]\n\tdirectory = *\n")
+        os.chmod(_system_config, 0o644)
+    os.environ["GIT_CONFIG_SYSTEM"] = _system_config
     os.environ["PATH"] = os.path.join(os.environ["AIKORE_DATA_DIR"], "test-bin") + os.pathsep + os.environ.get("PATH", "")
 
 
