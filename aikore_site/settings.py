@@ -190,7 +190,7 @@ AIKORE_TRUSTED_PROXIES = env_networks("AIKORE_TRUSTED_PROXIES")
 AIKORE_SECURE_COOKIES = AIKORE_PUBLIC_URL.startswith("https://")
 AIKORE_INSTANCE_UMASK = env_str("AIKORE_INSTANCE_UMASK", "022").strip() or "022"
 if not re.fullmatch(r"0?[0-7]{3}", AIKORE_INSTANCE_UMASK):
-    raise ImproperlyConfigured(f"AIKORE_INSTANCE_UMASK must be an octal umask like 022, got {AIKORE_INSTANCE_UMASK!r}")
+    raise ImproperlyConfigured(f"AIKORE_INSTANCE_UMASK (or UMASK) must be an octal umask like 022, got {AIKORE_INSTANCE_UMASK!r}")
 # Who runs what (aikore_site/privileges.py). docker/entry.sh exports both: started as root, AiKore's
 # processes run as AIKORE_USER and the instances (and their terminals) as AIKORE_APP_USER, a second
 # unprivileged user that can't read AiKore's database, secret key, tokens or sockets; started as a
@@ -348,8 +348,9 @@ SECRET_KEY = os.environ.get("AIKORE_SECRET_KEY") or _secret_from_file(AIKORE_DAT
 DEBUG = env_bool("AIKORE_DEBUG", False)
 ALLOWED_HOSTS = ["*"]  # AiKore sits behind its own nginx; Host checks add nothing for one port.
 
+# No "daphne" app: AiKore's web process runs daphne itself (aikore_site/webserver.py), and the app
+# would load Twisted (~27 MiB) into the worker and the watcher too, only to replace `runserver`.
 INSTALLED_APPS = [
-    "daphne",
     "aikore_site.apps.AiKoreAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -438,7 +439,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# TZ (the container's, as linuxserver.io images take it) when it names a zone of the system: Django
+# sets its processes' TZ to TIME_ZONE, so AiKore's logs and pages would show UTC whatever TZ says.
+# Stored times are UTC either way (USE_TZ).
+_tz = os.environ.get("TZ", "").removeprefix(":")
+TIME_ZONE = (_tz if re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", _tz)
+             and Path("/usr/share/zoneinfo", _tz).is_file() else "UTC")
 USE_I18N = True
 USE_TZ = True
 
