@@ -2,8 +2,10 @@
 # Install the Debian packages AiKore needs when they are missing: nginx (the reverse proxy), git (apps'
 # code), tmux (keeps each instance's browser terminal alive between connections) and, for the tests,
 # chromium (Playwright drives it), redis-server (the AIKORE_REDIS_URL path is tested against a
-# throwaway redis-server the test starts itself) and shellcheck (every blueprint is linted). As root
-# it uses apt-get; otherwise it says what to run.
+# throwaway redis-server the test starts itself), shellcheck (every blueprint is linted) and, as root,
+# podman, runc, mmdebstrap and iptables (podman's port forwarding): the Docker image is built and run
+# by aikore_site/tests/test_docker_image.py, rootful (skipped, saying why, without root). As root it
+# uses apt-get; otherwise it says what to run.
 set -euo pipefail
 
 mode="${1:-run}"
@@ -18,6 +20,12 @@ if [ "$mode" = test ]; then
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
     command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
     command -v Xvnc >/dev/null 2>&1 || true
+    if [ "$(id -u)" -eq 0 ]; then
+        for tool in podman runc mmdebstrap; do
+            command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+        done
+        command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+    fi
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
