@@ -75,8 +75,9 @@ def command(*args: str, config: Path | None = None) -> list[str]:
 
 
 def prepare_dirs() -> None:
-    for sub in ("tmp", "cache"):
-        ensure_dir(nginx_dir() / sub, None, settings.AIKORE_FILE_OWNER)
+    # AiKore's user's, nginx/ itself too: nginx -t runs as that user and writes its log and pid there.
+    for path in (nginx_dir(), nginx_dir() / "tmp", nginx_dir() / "cache"):
+        ensure_dir(path, None, settings.AIKORE_FILE_OWNER)
 
 
 @contextlib.contextmanager
