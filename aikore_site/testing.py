@@ -7,6 +7,8 @@ import os
 import socket
 import tempfile
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -14,6 +16,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_BASETEMP: str | None = None  # pytest's --basetemp for this run (below), when it picks one
 if not os.environ.get("AIKORE_TEST_DATA_DIR"):
     # The data dir sits alone in a folder of its own: a test can then tell a file AiKore wrote beside
     # it (outside the data dir) from what other programs write to /tmp meanwhile. Run as root, the
@@ -21,6 +24,12 @@ if not os.environ.get("AIKORE_TEST_DATA_DIR"):
     _parent = tempfile.mkdtemp(prefix="aikore-test-")
     os.chmod(_parent, 0o711)
     os.environ["AIKORE_TEST_DATA_DIR"] = os.path.join(_parent, "data")
+    if os.geteuid() == 0:
+        # pytest's tmp_path folders in this folder too (pytest_configure), not in the /tmp/pytest-of-root
+        # that every run as root shares: each pytest session closes that one (chmod 0700) when it
+        # starts, which would lock the stacks' two users out of another run's tmp_path in mid-test.
+        # A short name: unix socket paths in the stacks' data dirs there must stay under 108 bytes.
+        _BASETEMP = os.path.join(_parent, "t")
 os.environ["AIKORE_DATA_DIR"] = os.environ["AIKORE_TEST_DATA_DIR"]
 os.environ.setdefault("AIKORE_PORT", str(free_port()))
 os.environ.setdefault("AIKORE_APPS_PORT", str(free_port()))
@@ -84,6 +93,25 @@ def pytest_sessionstart(session) -> None:
     """settings.py gave this process AiKore's umask (077); files the tests write for the stack's
     processes (blueprints, fixtures) must be readable by them, as a user's would be."""
     os.umask(0o022)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config) -> None:
+    if _BASETEMP and not config.option.basetemp:
+        config.option.basetemp = _BASETEMP
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    session.config._aikore_passed = exitstatus == 0
+
+
+def pytest_unconfigure(config) -> None:
+    """A run that passed leaves no tmp_path folders behind (pytest would have kept the last three
+    runs' in the shared folder; as root each run has its own, above): a failed run keeps them."""
+    if _BASETEMP and config.option.basetemp == _BASETEMP and getattr(config, "_aikore_passed", False):
+        import shutil
+
+        shutil.rmtree(_BASETEMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

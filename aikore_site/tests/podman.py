@@ -24,8 +24,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aikore_site.tests.cache import cache_dir
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("AIKORE_TEST_CACHE") or Path.home() / ".cache" / "aikore-tests") / "image"
+CACHE = cache_dir() / "image"
 BASE_TAR = CACHE / "base-bookworm.tar"
 BASE_IMAGE = "localhost/aikore-test-base:bookworm"
 BASE_MAX_AGE = 7 * 86400  # days-old security updates are fine for a test base; older ones are made again
