@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -92,6 +93,21 @@ def shared_dir(path: Path) -> Path:
     from django.conf import settings
 
     return ensure_dir(path, settings.SHARED_DIR_MODE, settings.AIKORE_FILE_OWNER)
+
+
+def empty_dir(path: Path) -> None:
+    """Delete what is in `path` (not the folder), never following a link: a link inside is removed
+    itself, and shutil.rmtree does not follow links below."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def open_no_symlink(path: Path, mode: str = "rb") -> IO:

@@ -15,9 +15,9 @@ Two unprivileged users then share the work, and root keeps only what needs it:
   then ``own``).
 
 Folders the apps use are AiKore's, group-shared, setgid (mode 2770): ``instances/<name>/``,
-``outputs/``, ``models/`` (and their first level), ``cache/``, ``home/`` and ``terminals/``. The data
-dir, ``instances/`` and ``trash/`` are traversable by the group but not writable (0750/0700), so an
-app can never rename or replace anything AiKore reads outside the folders above.
+``outputs/``, ``models/`` (and their first level), ``cache/``, ``home/``, ``terminals/`` and
+``tmp/``. The data dir, ``instances/`` and ``trash/`` are traversable by the group but not writable
+(0750/0700), so an app can never rename or replace anything AiKore reads outside the folders above.
 
 Started as a normal user, nothing here runs: everything runs as that user, as before.
 
@@ -54,7 +54,7 @@ NOLOGIN = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exi
 PRIVATE_TREES = ("run", "logs", "supervisor", "nginx", "static", "custom_blueprints")
 PRIVATE_FILES = ("aikore.db", "aikore.db-wal", "aikore.db-shm", "aikore.db-journal", "huey.db", "huey.db-wal",
                  "huey.db-shm", "huey.db-journal", "secret_key", "admin_password", "stack_token")
-SHARED_DIRS = ("models", "outputs", "cache", "home", "terminals")
+SHARED_DIRS = ("models", "outputs", "cache", "home", "terminals", "tmp")
 # Shared folders whose content an older single-user AiKore made: group rights added once, recursively.
 SHARED_TREES_ONCE = ("cache/uv", "cache/python")
 

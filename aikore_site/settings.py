@@ -285,6 +285,10 @@ TERMINALS_DIR = AIKORE_DATA_DIR / "terminals"
 CACHE_DIR = AIKORE_DATA_DIR / "cache"
 UV_CACHE_DIR = CACHE_DIR / "uv"
 UV_PYTHON_INSTALL_DIR = CACHE_DIR / "python"
+# The apps' TMPDIR when they run as a user of their own (created then only): /tmp is shared with the
+# other users of the host, whose leftovers there (say a /tmp/gradio that root's apps made) the apps'
+# user could not write to. Emptied at every start of the stack, as /tmp is at boot.
+APPS_TMP_DIR = AIKORE_DATA_DIR / "tmp"
 
 
 def _find_uv() -> str:
@@ -329,7 +333,8 @@ AIKORE_DISK_RESERVE_MB = env_int("AIKORE_DISK_RESERVE_MB", 16, 0, 10**6)
 for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, TRASH_DIR, RUN_DIR, LOGS_DIR,
              SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
     ensure_dir(_dir, None, AIKORE_FILE_OWNER)
-for _dir in (OUTPUTS_DIR, MODELS_DIR, CACHE_DIR, UV_CACHE_DIR, UV_PYTHON_INSTALL_DIR, HOME_DIR, TERMINALS_DIR):
+for _dir in (OUTPUTS_DIR, MODELS_DIR, CACHE_DIR, UV_CACHE_DIR, UV_PYTHON_INSTALL_DIR, HOME_DIR, TERMINALS_DIR,
+             *([APPS_TMP_DIR] if AIKORE_APP_USER else [])):
     ensure_dir(_dir, SHARED_DIR_MODE, AIKORE_FILE_OWNER)
 
 # The marker in the environment of every process of this stack (aikore_site/procs.py): derived

@@ -360,6 +360,8 @@ class Instance(models.Model):
             "AIKORE_ACTION": action,
             "AIKORE_INSTALL_ONLY": "1" if install_only else "",
         }
+        if settings.AIKORE_APP_USER:
+            env["TMPDIR"] = str(settings.APPS_TMP_DIR)
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
         if self.persistent_mode and self.vnc_display is not None:

@@ -28,7 +28,8 @@ DENIED = ["read aikore.db", "read aikore.db-wal", "read huey.db", "read secret_k
           "read run/stack.env", "list run", "list logs", "read daphne.log", "write supervisor config",
           "write custom blueprint", "rename data dir entry", "write the data dir", "write instances dir",
           "connect supervisor.sock", "connect daphne.sock", "connect events.sock"]
-ALLOWED = ["write own folder", "write outputs", "read models", "write models", "write uv cache", "write home"]
+ALLOWED = ["write own folder", "write outputs", "read models", "write models", "write uv cache", "write home",
+           "write tmp"]
 
 
 def _probes(instance: Instance) -> dict[str, str]:
@@ -44,6 +45,7 @@ def test_an_app_cannot_reach_aikores_secrets_but_has_what_it_needs(live) -> None
     app, aikore = pwd.getpwnam(settings.AIKORE_APP_USER), pwd.getpwnam(settings.AIKORE_USER)
     assert probes["user"] == f"{app.pw_name} {app.pw_uid} {aikore.pw_gid}"
     assert probes["home"] == str(settings.AIKORE_INSTANCE_HOME)
+    assert probes["tmp"] == str(settings.APPS_TMP_DIR)  # not the /tmp other users share
     assert int(probes["umask"], 8) & 0o020 == 0  # what it writes stays AiKore's group's to manage
     assert {name: probes.get(name) for name in DENIED} == dict.fromkeys(DENIED, "denied")
     assert {name: probes.get(name) for name in ALLOWED} == dict.fromkeys(ALLOWED, "allowed")

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from aikore_site import disk, privileges
-from aikore_site.files import atomic_write
+from aikore_site.files import atomic_write, empty_dir
 from instances import lifecycle
 
 
@@ -33,6 +33,8 @@ class Command(BaseCommand):
     def _cleanup(self) -> None:
         for note in lifecycle.prepare_start():
             self.stderr.write(f"AiKore: {note}")
+        if settings.AIKORE_APP_USER:
+            empty_dir(settings.APPS_TMP_DIR)  # no app runs now (prepare_start ended any left over)
         disk.keep_reserve()
         # entry.sh exports these to supervisord: every process of the stack carries the marker,
         # and supervisord's log writer knows AiKore's disk reserve.

@@ -9,6 +9,7 @@ data="$AIKORE_DATA_DIR"
 echo "probe user: $(id -un) $(id -u) $(id -g)"
 echo "probe umask: $(umask)"
 echo "probe home: $HOME"
+echo "probe tmp: ${TMPDIR:-}"
 try() {  # try NAME COMMAND...: one line saying whether the app could
     local name="$1"
     shift
@@ -36,5 +37,6 @@ try "read models" ls "$AIKORE_MODELS_DIR/checkpoints"
 try "write models" touch "$AIKORE_MODELS_DIR/loras/probe-lora"
 try "write uv cache" touch "$UV_CACHE_DIR/probe-cache"
 try "write home" touch "$HOME/probe-home"
+try "write tmp" mktemp
 echo "probe done: yes"
 exec sleep 300
