@@ -1,11 +1,19 @@
 # AiKore: `make run` starts the whole stack, `make test` runs the tests. Both install what they need.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The venv is made from Debian's Python where there is one (the Docker image's too). Started as
+# root, AiKore runs as two unprivileged users (aikore_site/privileges.py) that must be able to run
+# it: a Python under /root (pyenv's, say) is not theirs. A venv made from another Python is rebuilt.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test venv venv-dev system-deps system-deps-test frontend lint bench clean-data
+.PHONY: run test venv venv-dev venv-python system-deps system-deps-test frontend lint bench clean-data
+
+venv-python:
+	@home="$$(dirname "$$(realpath "$$(command -v $(PYTHON))")")"; \
+	if [ -f $(VENV)/pyvenv.cfg ] && ! grep -qx "home = $$home" $(VENV)/pyvenv.cfg; then \
+		echo "$(VENV) was made from another Python than $(PYTHON): making it again"; rm -rf $(VENV); fi
 
 $(VENV)/.req-run: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +25,8 @@ $(VENV)/.req-dev: requirements.txt requirements-dev.txt $(VENV)/.req-run
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-venv: $(VENV)/.req-run
-venv-dev: $(VENV)/.req-dev
+venv: venv-python $(VENV)/.req-run
+venv-dev: venv-python $(VENV)/.req-dev
 
 system-deps:
 	scripts/system-deps.sh run

@@ -135,6 +135,16 @@ def live(stack: Stack, transactional_db) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path (mode 0700), open to the stack's two users (they may enter it, not list it):
+    tests put fixture repositories and data dirs there (aikore_site/privileges.py)."""
+    from aikore_site.tests.stacks import open_for_stack_users
+
+    open_for_stack_users(tmp_path / "_")
+    return tmp_path
+
+
+@pytest.fixture
 def alice(django_user_model):
     """Staff user (the admin of a typical install)."""
     return django_user_model.objects.create_superuser("alice", "alice@example.org", "alice-password")

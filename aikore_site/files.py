@@ -1,14 +1,23 @@
 """Files shared by AiKore's processes: written atomically, locked across processes. One helper each,
-used by instances (scripts, env, supervisord groups, log index) and proxy (nginx config)."""
+used by instances (scripts, env, supervisord groups, log index) and proxy (nginx config).
+
+When the apps run as a user of their own (aikore_site/privileges.py), the folders they write are
+shared with AiKore's group (shared_dir), and AiKore reads and appends to files in those folders only
+through open_no_symlink(): an app could otherwise replace its log or launch script with a link to
+AiKore's secret key and have AiKore show it. Files a root process makes for AiKore (the start-up steps,
+the tests) are given to AiKore's user (owned_by: settings.AIKORE_FILE_OWNER)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -28,17 +37,94 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
+def _file_owner() -> tuple[int, int] | None:
+    from django.conf import settings
+
+    return getattr(settings, "AIKORE_FILE_OWNER", None)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock held for the block, across threads (each opens its own descriptor) and
-    processes. Released by the kernel if the holder dies."""
+    processes. Released by the kernel if the holder dies. (flock needs no write access: a lock
+    file some other process made is still usable.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        owner = _file_owner()
+        if owner is not None:
+            with contextlib.suppress(OSError):
+                os.fchown(fd, *owner)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path, mode: int | None = None, owner: tuple[int, int] | None = None) -> Path:
+    """mkdir -p path; then, on the folder itself (never through a link), chmod it to `mode` and
+    chown it to `owner` (uid, gid) when given and this process may."""
+    path.mkdir(parents=True, exist_ok=True)
+    if mode is None and owner is None:
+        return path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return path  # a link (an app's doing, or the user's): left alone
+    try:
+        st = os.fstat(fd)
+        if owner is not None and (st.st_uid, st.st_gid) != owner:
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, *owner)
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+            with contextlib.suppress(PermissionError):  # another user's folder (the apps')
+                os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return path
+
+
+def shared_dir(path: Path) -> Path:
+    """A folder instances write (their own folder, outputs, model folders): shared with AiKore's
+    group when the apps run as a user of their own (settings.SHARED_DIR_MODE), AiKore's otherwise."""
+    from django.conf import settings
+
+    return ensure_dir(path, settings.SHARED_DIR_MODE, settings.AIKORE_FILE_OWNER)
+
+
+def empty_dir(path: Path) -> None:
+    """Delete what is in `path` (not the folder), never following a link: a link inside is removed
+    itself, and shutil.rmtree does not follow links below."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def open_no_symlink(path: Path, mode: str = "rb") -> IO:
+    """open() a plain file for reading ("rb") or appending ("ab", created when missing) without
+    following a symbolic link at its last component, refusing anything but a plain file with a single
+    link (OSError), and without blocking on a FIFO. For files in folders an app may write."""
+    flags = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(f"{path} is not a plain file with a single link")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # What in the data dir is AiKore's alone, whatever umask made it (older versions left 0644/0755):
@@ -48,9 +134,9 @@ PRIVATE_FILE_GLOBS = ("aikore.db*", "huey.db*", "secret_key", "admin_password", 
 PRIVATE_DIRS = ("run", "logs", "supervisor", "nginx")
 
 
-def make_private(data_dir: Path) -> list[Path]:
-    """chmod the data dir to 0700 and AiKore's secrets, databases and sockets in it to 0600;
-    returns what was changed."""
+def make_private(data_dir: Path, shared: bool = False) -> list[Path]:
+    """chmod the data dir to 0700 (0750 when `shared` with an apps' user, which must reach its
+    folders) and AiKore's secrets, databases and sockets in it to 0600; returns what was changed."""
     changed: list[Path] = []
 
     def tighten(path: Path, mode: int) -> None:
@@ -61,7 +147,7 @@ def make_private(data_dir: Path) -> list[Path]:
         except FileNotFoundError:
             pass
 
-    tighten(data_dir, 0o700)
+    tighten(data_dir, 0o750 if shared else 0o700)
     for name in PRIVATE_DIRS:
         tighten(data_dir / name, 0o700)
     for pattern in PRIVATE_FILE_GLOBS:

@@ -17,6 +17,12 @@ still covers its descendants, and nginx is recognised by its working directory i
 host; not an unprivileged container), each instance also runs in a cgroup of its own, which no
 descendant can leave: its processes are listed and killed from there too.
 
+When AiKore was started as root, its processes run as AiKore's user and the instances as the apps'
+user (aikore_site/privileges.py): AiKore's user may neither read those processes' environments nor
+signal them. A *helper* then does both for it (``use_helper``: supervisord, which runs as root, through
+the methods of instances/supervisord_plugin.py); scan() asks it, and signal_all() hands it whatever
+could not be signalled directly. Root (the start-up steps, the tests) and a single user need none.
+
 Standard library and psutil only: standalone launchers (proxy/run_nginx.py) import it before
 Django is set up.
 """
@@ -33,6 +39,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -107,11 +114,33 @@ def _excluded() -> set[int]:
     return pids
 
 
+class Helper(Protocol):
+    """Does what this process's user may not: read other users' process environments, signal them."""
+
+    def scan(self, stack_id: str, instance: int | None, var: str) -> list[tuple[int, float, int | None]]:
+        """[(pid, create time, instance id or None)] as scan() finds them."""
+
+    def signal(self, targets: list[tuple[int, float]], sig: int) -> None:
+        """Send sig to each (pid, create time) that is still that process."""
+
+
+_helper: Helper | None = None
+
+
+def use_helper(helper: Helper | None) -> None:
+    """Route scans, and the signals this process may not send itself, through helper (None: none)."""
+    global _helper
+    _helper = helper
+
+
 def scan(stack_id: str, instance: int | None = None, var: str = INSTANCE_VAR) -> list[Marked]:
     """Live processes carrying this stack's marker (only instance `instance`'s when given).
     Reads /proc directly (about 5 µs a process); a psutil.Process is made only for matches, and the
     marker is read again after it exists, so a PID recycled in between is never returned.
-    var=TERMINAL_VAR: Marked.instance is the instance whose terminal the process belongs to."""
+    var=TERMINAL_VAR: Marked.instance is the instance whose terminal the process belongs to. With a
+    helper, the helper reads them (and this process and its ancestors are left out here too)."""
+    if _helper is not None:
+        return _scan_through(_helper, stack_id, instance, var)
     found: list[Marked] = []
     excluded = _excluded()
     for entry in os.listdir("/proc"):
@@ -131,6 +160,22 @@ def scan(stack_id: str, instance: int | None = None, var: str = INSTANCE_VAR) ->
             continue
         again = _environ(proc.pid)
         if again is None or _match(again, stack_id, var) != (ours, pk):
+            continue
+        found.append(Marked(proc, pk))
+    return found
+
+
+def _scan_through(helper: Helper, stack_id: str, instance: int | None, var: str) -> list[Marked]:
+    excluded = _excluded()
+    found = []
+    for pid, create_time, pk in helper.scan(stack_id, instance, var):
+        if pid in excluded:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - create_time) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
             continue
         found.append(Marked(proc, pk))
     return found
@@ -227,9 +272,19 @@ def alive(proc: psutil.Process) -> bool:
 
 
 def signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
+    """Send sig to each process (a recycled PID is left alone: psutil checks the create time); those
+    this process may not signal go to the helper, when there is one."""
+    denied: list[tuple[int, float]] = []
     for proc in procs:
-        with contextlib.suppress(psutil.Error):
+        try:
             proc.send_signal(sig)
+        except psutil.AccessDenied:
+            with contextlib.suppress(psutil.Error):
+                denied.append((proc.pid, proc.create_time()))
+        except psutil.Error:
+            continue
+    if denied and _helper is not None:
+        _helper.signal(denied, sig)
 
 
 def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:

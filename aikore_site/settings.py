@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from aikore_site.files import ensure_dir
 from aikore_site.procs import cgroup_root, stack_id_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -188,7 +190,40 @@ AIKORE_TRUSTED_PROXIES = env_networks("AIKORE_TRUSTED_PROXIES")
 AIKORE_SECURE_COOKIES = AIKORE_PUBLIC_URL.startswith("https://")
 AIKORE_INSTANCE_UMASK = env_str("AIKORE_INSTANCE_UMASK", "022").strip() or "022"
 if not re.fullmatch(r"0?[0-7]{3}", AIKORE_INSTANCE_UMASK):
-    raise ImproperlyConfigured(f"AIKORE_INSTANCE_UMASK must be an octal umask like 022, got {AIKORE_INSTANCE_UMASK!r}")
+    raise ImproperlyConfigured(f"AIKORE_INSTANCE_UMASK (or UMASK) must be an octal umask like 022, got {AIKORE_INSTANCE_UMASK!r}")
+# Who runs what (aikore_site/privileges.py). docker/entry.sh exports both: started as root, AiKore's
+# processes run as AIKORE_USER and the instances (and their terminals) as AIKORE_APP_USER, a second
+# unprivileged user that can't read AiKore's database, secret key, tokens or sockets; started as a
+# normal user, AIKORE_USER is that user and AIKORE_APP_USER is empty: instances run as AiKore does.
+
+
+def env_user(name: str) -> str:
+    value = env_str(name, "").strip()
+    if value:
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            raise ImproperlyConfigured(f"{name}={value!r}: no such user on this system") from None
+    return value
+
+
+AIKORE_USER = env_user("AIKORE_USER")
+AIKORE_APP_USER = env_user("AIKORE_APP_USER")
+if AIKORE_APP_USER and AIKORE_APP_USER == AIKORE_USER:
+    AIKORE_APP_USER = ""
+if AIKORE_APP_USER and not AIKORE_USER:
+    raise ImproperlyConfigured("AIKORE_APP_USER is set: AIKORE_USER must say AiKore's own user too")
+# (uid, gid) that files this process creates for AiKore should belong to: AiKore's user, when this
+# process is root and AiKore is not (the start-up steps of docker/entry.sh, the tests); else None.
+AIKORE_FILE_OWNER = ((pwd.getpwnam(AIKORE_USER).pw_uid, pwd.getpwnam(AIKORE_USER).pw_gid)
+                     if AIKORE_APP_USER and os.geteuid() == 0 else None)
+# Folders instances write (their own, outputs/, models/, cache/, home/, terminals/) are shared with
+# AiKore's group (setgid, 2770) when the apps run as a user of their own.
+SHARED_DIR_MODE = 0o2770 if AIKORE_APP_USER else None
+if AIKORE_APP_USER:
+    # Apps run as a user of their own: what they write stays writable by AiKore's group (AiKore
+    # cleans up after them; the host user of PGID manages outputs). Only the group's write bit is kept.
+    AIKORE_INSTANCE_UMASK = f"{int(AIKORE_INSTANCE_UMASK, 8) & ~0o020:03o}"
 AIKORE_ADMIN_USER = env_str("AIKORE_ADMIN_USER", "admin")
 AIKORE_REDIS_URL = env_str("AIKORE_REDIS_URL", "")
 
@@ -227,6 +262,13 @@ CUSTOM_BLUEPRINTS_DIR = AIKORE_DATA_DIR / "custom_blueprints"
 INSTANCES_DIR = AIKORE_DATA_DIR / "instances"
 OUTPUTS_DIR = AIKORE_DATA_DIR / "outputs"
 MODELS_DIR = AIKORE_DATA_DIR / "models"
+# HOME of the instances (and their terminals), with the apps' own settings (~/.config) and whatever
+# they keep there; their caches (XDG_CACHE_HOME: pip, Hugging Face, torch hub, ...) go to CACHE_DIR.
+# Both in the data dir, so a re-created container keeps them.
+HOME_DIR = AIKORE_DATA_DIR / "home"
+AIKORE_INSTANCE_HOME = Path(env_str("AIKORE_INSTANCE_HOME", "") or HOME_DIR)
+if not AIKORE_INSTANCE_HOME.is_absolute():
+    raise ImproperlyConfigured(f"AIKORE_INSTANCE_HOME must be an absolute path, got {str(AIKORE_INSTANCE_HOME)!r}")
 TRASH_DIR = AIKORE_DATA_DIR / "trash"
 RUN_DIR = AIKORE_DATA_DIR / "run"
 LOGS_DIR = AIKORE_DATA_DIR / "logs"
@@ -235,11 +277,18 @@ SUPERVISOR_INSTANCE_CONF_DIR = AIKORE_DATA_DIR / "supervisor" / "instances"
 DAPHNE_SOCKET = RUN_DIR / "daphne.sock"
 EVENTS_SOCKET = RUN_DIR / "events.sock"
 NGINX_DIR = AIKORE_DATA_DIR / "nginx"
+# The instance terminals' tmux sockets and start specs (terminals/): the tmux servers run as the
+# apps' user, which must be able to create their sockets here.
+TERMINALS_DIR = AIKORE_DATA_DIR / "terminals"
 # Instance environments (instances/environments.py, blueprints/functions.sh): one uv cache for all
 # instances, on the same filesystem as instances/ so uv hard-links packages instead of copying.
 CACHE_DIR = AIKORE_DATA_DIR / "cache"
 UV_CACHE_DIR = CACHE_DIR / "uv"
 UV_PYTHON_INSTALL_DIR = CACHE_DIR / "python"
+# The apps' TMPDIR when they run as a user of their own (created then only): /tmp is shared with the
+# other users of the host, whose leftovers there (say a /tmp/gradio that root's apps made) the apps'
+# user could not write to. Emptied at every start of the stack, as /tmp is at boot.
+APPS_TMP_DIR = AIKORE_DATA_DIR / "tmp"
 
 
 def _find_uv() -> str:
@@ -299,16 +348,20 @@ AIKORE_DISK_WARN_MB = env_int("AIKORE_DISK_WARN_MB", 1024, 0, 10**9)
 # Space kept free for AiKore's own writes when the disk fills up (aikore_site/disk.py); 0: none.
 AIKORE_DISK_RESERVE_MB = env_int("AIKORE_DISK_RESERVE_MB", 16, 0, 10**6)
 
-for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, OUTPUTS_DIR, MODELS_DIR,
-             TRASH_DIR, RUN_DIR, LOGS_DIR, SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR, UV_CACHE_DIR):
-    _dir.mkdir(parents=True, exist_ok=True)
+for _dir in (AIKORE_DATA_DIR, CUSTOM_BLUEPRINTS_DIR, INSTANCES_DIR, TRASH_DIR, RUN_DIR, LOGS_DIR,
+             SUPERVISOR_INSTANCE_CONF_DIR, NGINX_DIR):
+    ensure_dir(_dir, None, AIKORE_FILE_OWNER)
+for _dir in (OUTPUTS_DIR, MODELS_DIR, CACHE_DIR, UV_CACHE_DIR, UV_PYTHON_INSTALL_DIR, HOME_DIR, TERMINALS_DIR,
+             *([APPS_TMP_DIR] if AIKORE_APP_USER else [])):
+    ensure_dir(_dir, SHARED_DIR_MODE, AIKORE_FILE_OWNER)
 
 # The marker in the environment of every process of this stack (aikore_site/procs.py): derived
 # from the data dir, so stacks on one machine never end each other's processes.
 AIKORE_STACK_ID = stack_id_for(AIKORE_DATA_DIR)
 # A cgroup v2 per instance where the kernel and permissions allow (aikore_site/procs.py); 0: never.
 AIKORE_CGROUPS = env_bool("AIKORE_CGROUPS", True)
-AIKORE_CGROUP_ROOT = cgroup_root() if AIKORE_CGROUPS else None
+# Not with an apps' user of its own: its launcher could not move itself into a cgroup AiKore made.
+AIKORE_CGROUP_ROOT = cgroup_root() if AIKORE_CGROUPS and not AIKORE_APP_USER else None
 # Present while the stack shuts down: exits are then not crashes and nothing new starts.
 SHUTDOWN_FLAG = RUN_DIR / "shutting-down"
 
@@ -318,8 +371,9 @@ SECRET_KEY = os.environ.get("AIKORE_SECRET_KEY") or _secret_from_file(AIKORE_DAT
 DEBUG = env_bool("AIKORE_DEBUG", False)
 ALLOWED_HOSTS = ["*"]  # AiKore sits behind its own nginx; Host checks add nothing for one port.
 
+# No "daphne" app: AiKore's web process runs daphne itself (aikore_site/webserver.py), and the app
+# would load Twisted (~27 MiB) into the worker and the watcher too, only to replace `runserver`.
 INSTALLED_APPS = [
-    "daphne",
     "aikore_site.apps.AiKoreAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -408,7 +462,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# TZ (the container's, as linuxserver.io images take it) when it names a zone of the system: Django
+# sets its processes' TZ to TIME_ZONE, so AiKore's logs and pages would show UTC whatever TZ says.
+# Stored times are UTC either way (USE_TZ).
+_tz = os.environ.get("TZ", "").removeprefix(":")
+TIME_ZONE = (_tz if re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", _tz)
+             and Path("/usr/share/zoneinfo", _tz).is_file() else "UTC")
 USE_I18N = True
 USE_TZ = True
 

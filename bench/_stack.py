@@ -36,6 +36,9 @@ def running_stack(**env: str) -> Iterator[Path]:
         "DJANGO_SETTINGS_MODULE": "aikore_site.settings",
         **env,
     })
+    from aikore_site import privileges
+
+    privileges.adopt_for_root_process()  # as root, the stack runs as two users: this process follows
     import django
 
     django.setup()

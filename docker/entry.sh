@@ -7,6 +7,10 @@
 #   instances one after another.
 # - If supervisord itself dies, what it left running is ended and it is started again; the boot
 #   brings back every instance that was meant to run.
+# - Started as root (the container's default, `make run` as root): AiKore's own programs run as
+#   AIKORE_USER and every instance as AIKORE_APP_USER (aikore_site/privileges.py: the users, PUID and
+#   PGID, ownership in the data dir); supervisord and these start-up steps stay root, to start and
+#   signal the processes of both. Started as a normal user, everything runs as that user.
 # Used by `make run`, the Docker image and the test suite's stacks.
 set -euo pipefail
 
@@ -21,11 +25,35 @@ export PATH="$(dirname "$AIKORE_PYTHON"):$PATH"
 export AIKORE_NGINX="${AIKORE_NGINX:-$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || echo /usr/sbin/nginx)}"
 
 # AiKore's own files and sockets are private (umask 077; settings.py sets it again for every Django
-# process); instances get back the umask AiKore was started with (supervisord's per-program umask=).
-export AIKORE_INSTANCE_UMASK="${AIKORE_INSTANCE_UMASK:-$(umask)}"
+# process); instances get back the umask AiKore was started with, or UMASK (as linuxserver.io images
+# take it), or AIKORE_INSTANCE_UMASK (supervisord's per-program umask=).
+export AIKORE_INSTANCE_UMASK="${AIKORE_INSTANCE_UMASK:-${UMASK:-$(umask)}}"
 umask 077
 
 cd "$AIKORE_HOME"
+if [ "$(id -u)" -eq 0 ] && [ "${AIKORE_USER:-}" != root ]; then
+  # Creates or adjusts the two users (PUID/PGID, AIKORE_APP_UID) and checks they can reach the code
+  # and the data dir; `stack prepare` then gives AiKore's user what it owns in the data dir.
+  users="$("$AIKORE_PYTHON" -m aikore_site.privileges setup)" || exit 1
+  while IFS='=' read -r key value; do
+    case "$key" in
+      AIKORE_USER|AIKORE_GROUP|AIKORE_APP_USER) export "$key=$value" ;;
+    esac
+  done <<< "$users"
+  export HOME="$AIKORE_DATA_DIR"  # AiKore's programs' own (root's is not theirs)
+else
+  # AIKORE_USER=root as root keeps everything as root, as AiKore did before (not recommended).
+  if ! AIKORE_USER="$(id -un 2>/dev/null)"; then
+    echo "AiKore: user id $(id -u) has no name (no /etc/passwd entry); start AiKore as a named user, or as root" >&2
+    exit 1
+  fi
+  AIKORE_GROUP="$(id -gn 2>/dev/null || id -g)"
+  export AIKORE_USER AIKORE_GROUP AIKORE_APP_USER=""
+fi
+if [ -n "${TZ:-}" ] && [ ! -e "/usr/share/zoneinfo/$TZ" ]; then
+  echo "AiKore: TZ=$TZ is not a time zone this system knows (/usr/share/zoneinfo); times will be UTC" >&2
+fi
+
 RUN="$AIKORE_DATA_DIR/run"
 mkdir -p "$RUN" "$AIKORE_DATA_DIR"/{logs,supervisor/instances}
 

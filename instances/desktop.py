@@ -185,7 +185,9 @@ def spec_for(instance: Instance) -> dict:
 
 
 def write_spec(instance: Instance) -> None:
-    atomic_write(instance.directory / SPEC_FILE, json.dumps(spec_for(instance), indent=1), 0o600)
+    # Read by desktop_launcher.py, which runs as the apps' user when they have their own (like
+    # env.json: the folder's group is AiKore's, nothing secret is in it).
+    atomic_write(instance.directory / SPEC_FILE, json.dumps(spec_for(instance), indent=1), 0o640)
 
 
 def render_tokens() -> str:

@@ -38,7 +38,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from aikore_site import procs
-from aikore_site.files import atomic_write, file_lock
+from aikore_site.files import atomic_write, file_lock, shared_dir
 from instances import desktop, sharedmodels, supervisor
 from instances.models import ACTIVE_STATUSES, Instance, InstanceStatus
 from instances.ports import NoFreePort, allocate_port, port_is_bindable
@@ -96,7 +96,9 @@ def write_env_file(instance: Instance, action: str = "start", install_only: bool
     env = instance.environment(action=action, install_only=install_only)
     # "run": what this run is, for resuming it if AiKore stops or crashes meanwhile (resumed_run).
     run = {"action": action, "install_only": install_only, "generation": instance.generation}
-    atomic_write(instance.directory / "env.json", json.dumps({"env": env, "run": run}, indent=1), 0o600)
+    # Read by the launcher, which runs as the apps' user when they have their own (the folder's
+    # group is AiKore's; nothing secret is in it).
+    atomic_write(instance.directory / "env.json", json.dumps({"env": env, "run": run}, indent=1), 0o640)
 
 
 def send_event(instance: Instance, kind: str, **details: object) -> None:
@@ -171,7 +173,7 @@ def _spawn(instance: Instance, action: str = "start", install_only: bool = False
         Instance.objects.filter(pk=instance.pk).update(vnc_display=None, vnc_port=None, kiosk_port=None)
         instance.refresh_from_db(fields=["vnc_display", "vnc_port", "kiosk_port"])
     _update_proxy()  # nginx learns the route while the app boots
-    instance.output_dir.mkdir(parents=True, exist_ok=True)
+    shared_dir(instance.output_dir)
     sharedmodels.ensure_layout()
     write_env_file(instance, action, install_only)
     try:
@@ -624,12 +626,13 @@ def end_processes(mains: dict[int, psutil.Process | None], timeout: float,
                     procs.cgroup_kill(path)  # at once, even what was forked a moment ago
             procs.signal_all((proc for _pk, proc in known.values()), signal.SIGKILL)
         else:
+            fresh = []
             for key, (pk, proc) in known.items():
                 if key not in termed:
                     termed.add(key)
                     if pk not in groups or _pgid(proc) != groups[pk]:
-                        with contextlib.suppress(psutil.Error):
-                            proc.terminate()
+                        fresh.append(proc)
+            procs.signal_all(fresh, signal.SIGTERM)  # (the apps' user's through supervisord)
         time.sleep(STOP_POLL_SECONDS)
 
 

@@ -5,19 +5,23 @@ client follow the log with no gap or repeat, offsets are positions in the whole 
 each file generation gets a *base* (the offset of its first byte), remembered by inode in
 ``.logindex.json`` next to the log. A rotated file never grows again, so the next generation's base
 is the previous one's base plus its final size.
+
+The log lies in the instance's folder, which the app may write when it runs as a user of its own:
+only plain files are read, never through a symbolic link (aikore_site/files.py: open_no_symlink).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
-from aikore_site.files import atomic_write
+from aikore_site.files import atomic_write, open_no_symlink
 
 _index_lock = threading.Lock()
 MAX_INDEX_ENTRIES = 64
@@ -54,11 +58,15 @@ def _generations(log_path: Path, max_backups: int | None = None) -> list[tuple[P
     for n in range(max_backups, 0, -1):
         candidate = log_path.with_name(f"{log_path.name}.{n}")
         try:
-            files.append((candidate, candidate.stat()))
+            st = candidate.lstat()
         except FileNotFoundError:
             continue
+        if stat.S_ISREG(st.st_mode):
+            files.append((candidate, st))
     try:
-        files.append((log_path, log_path.stat()))
+        st = log_path.lstat()
+        if stat.S_ISREG(st.st_mode):
+            files.append((log_path, st))
     except FileNotFoundError:
         pass
     return files
@@ -68,8 +76,9 @@ def segments(log_path: Path) -> list[Segment]:
     index_path = log_path.with_name(".logindex.json")
     with _index_lock:
         try:
-            index: dict[str, int] = json.loads(index_path.read_text())
-        except (FileNotFoundError, ValueError):
+            with open_no_symlink(index_path) as fh:
+                index: dict[str, int] = json.loads(fh.read())
+        except (OSError, ValueError):
             index = {}
         result: list[Segment] = []
         previous: Segment | None = None
@@ -110,7 +119,7 @@ def read(log_path: Path, offset: int, limit: int) -> Chunk:
     for seg in segs:
         if seg.base <= offset < seg.end:
             try:
-                with open(seg.path, "rb") as fh:
+                with open_no_symlink(seg.path) as fh:
                     if os.fstat(fh.fileno()).st_ino != seg.inode:
                         # Rotated between stat and open: ask again.
                         return read(log_path, offset, limit)
@@ -118,6 +127,8 @@ def read(log_path: Path, offset: int, limit: int) -> Chunk:
                     data = fh.read(min(limit, seg.end - offset))
             except FileNotFoundError:
                 return read(log_path, offset, limit)
+            except OSError:  # replaced by something that is not a plain file meanwhile
+                return Chunk(b"", end, end, end, 0)
             return Chunk(data, offset, offset + len(data), end, skipped)
     # offset falls in a gap (a generation deleted): jump to the next existing data
     following = [s for s in segs if s.base > offset]

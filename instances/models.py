@@ -19,7 +19,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from aikore_site import disk
-from aikore_site.files import atomic_write
+from aikore_site.files import atomic_write, open_no_symlink, shared_dir
 from instances import supervisor, torchvariants, validators
 from instances.blueprints import Blueprint, BlueprintNotFound, get_blueprint, load_blueprint, normalise_id
 
@@ -349,6 +349,15 @@ class Instance(models.Model):
             "BLUEPRINT_ID": normalise_id(self.base_blueprint),
             "AIKORE_LAUNCH_ARGS": self.launch_args,
             "PYTHONUNBUFFERED": "1",
+            # A home and caches in the data dir (a re-created container keeps the apps' settings and
+            # downloads): ~/.config and friends in HOME; pip's, Hugging Face's, torch hub's caches
+            # in XDG_CACHE_HOME (uv's is UV_CACHE_DIR below, in the same folder); model downloads by
+            # name go to the shared models folder (HF_HUB_CACHE), the rest of Hugging Face's files
+            # (tokens, datasets, xet) to HF_HOME. The caches' variables set for AiKore itself win.
+            "HOME": str(settings.AIKORE_INSTANCE_HOME),
+            "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(settings.CACHE_DIR),
+            "HF_HOME": os.environ.get("HF_HOME") or str(settings.CACHE_DIR / "huggingface"),
+            "HF_HUB_CACHE": os.environ.get("HF_HUB_CACHE") or str(settings.MODELS_DIR / "huggingface"),
             # Environments (blueprints/functions.sh): uv and its one shared cache, hard-linking
             # packages into each environment (same filesystem as instances/).
             "AIKORE_UV": str(settings.AIKORE_UV),
@@ -367,6 +376,8 @@ class Instance(models.Model):
             "AIKORE_ACTION": action,
             "AIKORE_INSTALL_ONLY": "1" if install_only else "",
         }
+        if settings.AIKORE_APP_USER:
+            env["TMPDIR"] = str(settings.APPS_TMP_DIR)
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_ids
         if self.vnc_display is not None and self.desktop_kind():
@@ -385,7 +396,7 @@ class Instance(models.Model):
         "installing"|"launching"|"done", "step", "current", "total"}; None when it reported
         nothing this run (the file is removed at every start) or wrote something unreadable."""
         try:
-            with open(self.install_status_path, "rb") as fh:
+            with open_no_symlink(self.install_status_path) as fh:
                 data = json.loads(fh.read(8192))
         except (OSError, ValueError):
             return None
@@ -414,7 +425,7 @@ class Instance(models.Model):
     # --- files ----------------------------------------------------------------------------
 
     def prepare_directory(self, bp: Blueprint | None = None, script: str | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        shared_dir(self.directory)
         if script is None and not self.script_path.exists():
             bp = bp or get_blueprint(self.base_blueprint)
             script = bp.read_script()
@@ -422,19 +433,21 @@ class Instance(models.Model):
             atomic_write(self.script_path, script, 0o755)
 
     def read_script(self) -> str:
-        return self.script_path.read_text(encoding="utf-8", errors="replace")
+        # The app may write its folder: never through a link it put there.
+        with open_no_symlink(self.script_path) as fh:
+            return fh.read().decode("utf-8", errors="replace")
 
     def write_script(self, text: str) -> None:
         atomic_write(self.script_path, text, 0o755)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         try:
-            with open(self.log_path, "rb") as fh:
+            with open_no_symlink(self.log_path) as fh:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
                 fh.seek(max(0, size - max_bytes))
                 return fh.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
+        except OSError:  # missing, or not a plain file (an app's link)
             return ""
 
     def append_log(self, line: str) -> None:
@@ -442,9 +455,9 @@ class Instance(models.Model):
         raises: a state change must not depend on writing a note (a full disk, a removed directory)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(f"[aikore {stamp}] {line}\n")
+            shared_dir(self.directory)
+            with open_no_symlink(self.log_path, "ab") as fh:
+                fh.write(f"[aikore {stamp}] {line}\n".encode())
         except OSError as exc:
             log.warning("could not write to %s (%s): %s", self.log_path, exc.strerror or exc, line)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from aikore_site.files import atomic_write
+from aikore_site.files import atomic_write, shared_dir
 
 # folder -> what goes there (README.md of the models folder, and the docs). ComfyUI's names.
 LAYOUT: dict[str, str] = {
@@ -46,9 +46,9 @@ README = "# Shared models\n\nEvery AiKore instance sees these folders:\n\n" + ""
 
 def ensure_layout(root: Path | None = None) -> Path:
     """Create the missing folders of LAYOUT (existing files are never touched)."""
-    root = Path(root or settings.MODELS_DIR)
+    root = shared_dir(Path(root or settings.MODELS_DIR))
     for name in LAYOUT:
-        (root / name).mkdir(parents=True, exist_ok=True)
+        shared_dir(root / name)
     readme = root / "README.md"
     if not readme.exists():
         atomic_write(readme, README)

@@ -78,6 +78,30 @@ def dropped_output(timeout: float = 5.0) -> dict[str, int]:
         raise SupervisorError(f"supervisord is not reachable at {settings.SUPERVISOR_SOCKET}: {exc}") from exc
 
 
+class ProcessHelper:
+    """aikore_site.procs's helper when the apps run as a user of their own (aikore_site/privileges.py):
+    supervisord, which runs as root, reads the environments of the apps' processes and signals them
+    for AiKore's user (instances/supervisord_plugin.py). Installed by InstancesConfig.ready()."""
+
+    def scan(self, stack_id: str, instance: int | None, var: str) -> list[tuple[int, float, int | None]]:
+        try:
+            rows = _server(10).aikore.scanProcesses(stack_id, -1 if instance is None else int(instance), var)
+        except (OSError, xmlrpc.client.Fault) as exc:
+            raise SupervisorError(f"supervisord could not list the instances' processes: {exc}") from exc
+        return [(int(pid), float(created), None if pk < 0 else int(pk)) for pid, created, pk in rows]
+
+    def signal(self, targets: list[tuple[int, float]], sig: int) -> None:
+        try:
+            _server(10).aikore.signalProcesses([[pid, created] for pid, created in targets], int(sig))
+        except (OSError, xmlrpc.client.Fault) as exc:
+            raise SupervisorError(f"supervisord could not signal the instances' processes: {exc}") from exc
+
+
+def _user_line() -> list[str]:
+    """supervisord starts the program as the apps' user, when they have one of their own."""
+    return [f"user={_conf_value(settings.AIKORE_APP_USER)}"] if settings.AIKORE_APP_USER else []
+
+
 def call(method: str, *args: Any, timeout: float = 30.0) -> Any:
     try:
         return getattr(rpc(timeout), method)(*args)
@@ -163,6 +187,7 @@ def _program_lines(name: str, command: list[str], directory: str, environment: d
         f"stopwaitsecs={int(settings.AIKORE_STOP_TIMEOUT) + STOP_BACKSTOP_SECONDS}",
         "stopasgroup=true",
         "killasgroup=true",
+        *_user_line(),
         # AiKore runs with umask 077; the app gets the user's own (files it writes to outputs/).
         f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",
@@ -410,6 +435,7 @@ def render_terminal_config(instance_id: int, command: list[str], log_path: Path)
         "stopwaitsecs=5",
         "stopasgroup=true",
         "killasgroup=true",
+        *_user_line(),
         # What the terminal makes is the user's, like the app's files: the instance's umask.
         f"umask={_conf_value(settings.AIKORE_INSTANCE_UMASK)}",
         "redirect_stderr=true",

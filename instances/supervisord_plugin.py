@@ -15,21 +15,40 @@ second, and since Python retries a poll that a signal interrupted, it notices a 
 passes the event to the watcher) up to a second or two late. A self-pipe becomes readable on every
 signal (signal.set_wakeup_fd: SIGCHLD) and every process state change, so the loop turns at once.
 
+When AiKore was started as root (aikore_site/privileges.py), supervisord is root while AiKore's
+processes run as AiKore's user and the instances as the apps' user. Then:
+- supervisord opens the instances' log files, which lie in folders the apps may write: every log
+  file is opened without following a symbolic link and only when it is a plain file with one link
+  (an app could otherwise have root write its output over any file, e.g. by replacing its
+  ``output.log`` with a link at a rotation);
+- AiKore's user can't read the apps' processes' environments (the markers that find every process
+  of an instance) nor signal them: ``aikore.scanProcesses`` and ``aikore.signalProcesses`` do it for
+  it, only ever for processes of the two users (aikore_site/procs.py uses them through
+  instances/supervisor.py).
+
 An rpcinterface factory is supervisord's extension point for code that runs in its process; the
-write path it replaces is ``supervisor.loggers.FileHandler.emit`` (supervisor 4.x). Standard library
-and supervisor only: no Django in supervisord.
+write path it replaces is ``supervisor.loggers.FileHandler.emit`` (supervisor 4.x), the open it
+replaces the ``open`` of ``supervisor.loggers``. Standard library, psutil and supervisor only: no
+Django in supervisord.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import io
 import os
+import pwd
 import signal
+import stat
 import time
 from typing import Any
 
+import psutil
 from supervisor import events, loggers
 from supervisor.medusa import asyncore_25 as asyncore
+
+from aikore_site import procs
 
 _dropped: dict[str, int] = {}  # log file -> bytes lost since the last write that succeeded
 _original_emit = loggers.FileHandler.emit
@@ -43,6 +62,36 @@ def _free_bytes(path: str) -> int | None:
     except OSError:
         return None
     return stat.f_bavail * stat.f_frsize
+
+
+_OPEN_FLAGS = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "w": os.O_WRONLY | os.O_CREAT}
+# AiKore's user's (uid, gid) when supervisord runs as root and AiKore does not: log files are AiKore's.
+_log_owner: dict[str, tuple[int, int] | None] = {"owner": None}
+
+
+def safe_open(file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kwargs: Any) -> Any:
+    """supervisord's open() for log files: the path's last component is never followed when it is a
+    symbolic link, and only a plain file with a single link is written (no FIFO that would block
+    supervisord, no hard link to another file). Anything else (a descriptor, /dev/stdout, reading)
+    goes to the built-in open."""
+    if (not isinstance(file, str | bytes | os.PathLike) or mode.rstrip("b+") not in _OPEN_FLAGS or "+" in mode
+            or os.fsdecode(file).startswith(("/dev/", "/proc/"))):
+        return builtins.open(file, mode, buffering, *args, **kwargs)
+    fd = os.open(file, _OPEN_FLAGS[mode.rstrip("b+")] | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(f"refusing to write a log to {os.fsdecode(file)!r}: not a plain file with a single link")
+        os.set_blocking(fd, True)
+        owner = _log_owner["owner"]
+        if owner is not None and (st.st_uid, st.st_gid) != owner:
+            os.fchown(fd, *owner)  # AiKore reads the logs (and made the rest of the data dir)
+        if mode.startswith("w"):
+            os.ftruncate(fd, 0)
+        return builtins.open(fd, mode, buffering, *args, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _release_reserve() -> None:
@@ -83,7 +132,7 @@ def _raw_stream(handler: loggers.FileHandler) -> io.FileIO | None:
         stream.flush()
     except OSError:
         pass  # bytes a failed write left in the buffer: the reopen below drops them, uncounted
-    raw = open(handler.baseFilename, "ab", buffering=0)  # the handler owns and closes it
+    raw = safe_open(handler.baseFilename, "ab", buffering=0)  # the handler owns and closes it
     try:
         stream.close()
     except OSError:
@@ -148,7 +197,7 @@ def flush_notes(event: object = None) -> None:
         if free is None or free - len(note) < _reserve["bytes"] + NEARLY_FULL_BYTES:
             continue
         try:
-            with open(path, "ab", buffering=0) as fh:
+            with safe_open(path, "ab", buffering=0) as fh:
                 _write_all(fh, note)
         except (OSError, _ShortWrite):
             continue
@@ -201,21 +250,73 @@ def _install_waker() -> None:
     events.subscribe(events.ProcessStateEvent, _waker.wake)
 
 
+def _uids(*names: str) -> set[int]:
+    uids = set()
+    for name in names:
+        if name:
+            try:
+                uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                continue
+    return uids - {0}
+
+
 class AiKoreNamespace:
     """XML-RPC methods under ``aikore.``."""
+
+    def __init__(self, signal_uids: set[int] | None = None) -> None:
+        self.signal_uids = signal_uids or set()
 
     def droppedOutput(self) -> dict[str, int]:  # camelCase like supervisord's own methods
         """{log file: bytes lost since its last successful write} for logs losing output now."""
         flush_notes()
         return dict(_dropped)
 
+    def scanProcesses(self, stack_id: str, instance: int = -1, var: str = procs.INSTANCE_VAR) -> list[list]:
+        """[[pid, create time, instance id or -1], ...]: the live processes carrying this stack's
+        marker (aikore_site/procs.py; `var` names which: an instance's or its terminal's), those of
+        one instance when instance >= 0. Done here because AiKore's user can't read the environment
+        of the apps' user's processes."""
+        if var not in (procs.INSTANCE_VAR, procs.TERMINAL_VAR):
+            raise ValueError(f"not a marker: {var!r}")
+        found = []
+        for marked in procs.scan(str(stack_id), None if int(instance) < 0 else int(instance), str(var)):
+            try:
+                found.append([marked.proc.pid, marked.proc.create_time(),
+                              -1 if marked.instance is None else marked.instance])
+            except psutil.Error:
+                continue
+        return found
 
-def make_rpcinterface(supervisord: Any, reserve_file: str = "", reserve_bytes: str = "0",
-                      **config: Any) -> AiKoreNamespace:
-    """reserve_file, reserve_bytes: AiKore's disk reserve (aikore_site/disk.py), from the config
-    section's options."""
+    def signalProcesses(self, targets: list[list], signum: int) -> int:
+        """Send signum to each [pid, create time] that is still that process (a recycled PID has
+        another create time) and runs as the apps' user or AiKore's user, never anyone else.
+        Returns how many were signalled."""
+        sig = signal.Signals(int(signum))
+        sent = 0
+        for pid, create_time in targets:
+            try:
+                proc = psutil.Process(int(pid))
+                if abs(proc.create_time() - float(create_time)) > 0.01 or proc.uids().real not in self.signal_uids:
+                    continue
+                proc.send_signal(sig)
+                sent += 1
+            except (psutil.Error, ValueError, TypeError):
+                continue
+        return sent
+
+
+def make_rpcinterface(supervisord: Any, reserve_file: str = "", reserve_bytes: str = "0", app_user: str = "",
+                      aikore_user: str = "", **config: Any) -> AiKoreNamespace:
+    """reserve_file, reserve_bytes: AiKore's disk reserve (aikore_site/disk.py); app_user,
+    aikore_user: whose processes signalProcesses may signal (from the config section's options)."""
     _reserve.update(file=reserve_file, bytes=int(reserve_bytes or 0))
+    if os.geteuid() == 0 and aikore_user and aikore_user != "root":
+        with contextlib.suppress(KeyError):
+            record = pwd.getpwnam(aikore_user)
+            _log_owner["owner"] = (record.pw_uid, record.pw_gid)
+    loggers.open = safe_open  # the module's open(): FileHandler's and its rotation's
     loggers.FileHandler.emit = accounted_emit
     events.subscribe(events.Tick5Event, flush_notes)
     _install_waker()
-    return AiKoreNamespace()
+    return AiKoreNamespace(_uids(app_user, aikore_user))

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
-from aikore_site.files import atomic_write, file_lock
+from aikore_site.files import atomic_write, ensure_dir, file_lock
 from proxy.render import config_generation, local_address, render_nginx_config
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ def command(*args: str, config: Path | None = None) -> list[str]:
 
 
 def prepare_dirs() -> None:
-    for sub in ("tmp", "cache"):
-        (nginx_dir() / sub).mkdir(parents=True, exist_ok=True)
+    # AiKore's user's, nginx/ itself too: nginx -t runs as that user and writes its log and pid there.
+    for path in (nginx_dir(), nginx_dir() / "tmp", nginx_dir() / "cache"):
+        ensure_dir(path, None, settings.AIKORE_FILE_OWNER)
 
 
 @contextlib.contextmanager
@@ -87,10 +88,14 @@ def regeneration_lock() -> Iterator[None]:
 
 
 def test_config(path: Path) -> tuple[bool, str]:
-    """`nginx -t` on a config file: (ok, nginx's own words)."""
+    """`nginx -t` on a config file: (ok, nginx's own words). Run as AiKore's user when this process
+    is root and AiKore is not (the start-up steps, the tests): nginx -t creates the cache and temporary
+    folders the config names, which the running nginx (AiKore's user) must own."""
+    owner = settings.AIKORE_FILE_OWNER
+    as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
     try:
         result = subprocess.run(command("-t", "-q", config=path), capture_output=True, text=True,
-                                timeout=TEST_TIMEOUT, check=False)
+                                timeout=TEST_TIMEOUT, check=False, **as_owner)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"could not run {settings.AIKORE_NGINX}: {exc}"
     return result.returncode == 0, (result.stderr + result.stdout).strip()

@@ -4,8 +4,10 @@
 # persistent mode (TigerVNC's Xvnc, openbox, chromium as the kiosk browser, x11-utils' xprop; the
 # Qt libraries desktop programs such as OneTrainer load) and, for the tests,
 # chromium (Playwright drives it), redis-server (the AIKORE_REDIS_URL path is tested against a
-# throwaway redis-server the test starts itself) and shellcheck (every blueprint is linted). As root
-# it uses apt-get; otherwise it says what to run.
+# throwaway redis-server the test starts itself), shellcheck (every blueprint is linted) and, as root,
+# podman, runc, mmdebstrap and iptables (podman's port forwarding): the Docker image is built and run
+# by aikore_site/tests/test_docker_image.py, rootful (skipped, saying why, without root). As root it
+# uses apt-get; otherwise it says what to run.
 set -euo pipefail
 
 mode="${1:-run}"
@@ -31,6 +33,12 @@ if [ "$mode" = test ]; then
     command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
     # The desktop tests read the desktop's clipboard with xclip.
     command -v xclip >/dev/null 2>&1 || need+=(xclip)
+    if [ "$(id -u)" -eq 0 ]; then
+        for tool in podman runc mmdebstrap; do
+            command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+        done
+        command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+    fi
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

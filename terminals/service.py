@@ -6,8 +6,10 @@ group), so the shell and whatever it runs outlive browser connections and restar
 process. Browsers attach through the websocket consumer (terminals/consumers.py), which runs
 `tmux attach` in a pty per connection; everything that changes the server or its session is here.
 
-Files, all under $AIKORE_DATA_DIR/run/tmux/ (mode 0700): instance-<id>.sock (the server's socket),
-instance-<id>.json (the spec the server was started from: its variables, directory, Python env).
+Files, all under $AIKORE_DATA_DIR/terminals/ (mode 0700; 2770, shared with AiKore's group, when
+the apps run as a user of their own: the server is theirs, and so is its socket, which it opens to
+AiKore's user, the only client): instance-<id>.sock (the server's socket), instance-<id>.json (the
+spec the server was started from: its variables, directory, Python env).
 
 Every tmux command we run passes -N: tmux would otherwise start a server of its own, unsupervised
 and with the web process's environment, when it finds none.
@@ -33,7 +35,7 @@ import psutil
 from django.conf import settings
 
 from aikore_site import procs
-from aikore_site.files import atomic_write, file_lock
+from aikore_site.files import atomic_write, ensure_dir, file_lock
 from instances import supervisor
 from instances.models import Instance
 from terminals.shellenv import python_env_at
@@ -61,10 +63,7 @@ def tmux_binary() -> str:
 
 
 def tmux_dir() -> Path:
-    path = Path(settings.RUN_DIR) / "tmux"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and the dir may predate us
-    return path
+    return ensure_dir(Path(settings.TERMINALS_DIR), settings.SHARED_DIR_MODE or 0o700, settings.AIKORE_FILE_OWNER)
 
 
 def socket_path(instance_id: int, check: bool = True) -> Path:
@@ -100,6 +99,8 @@ def spec_for(instance: Instance) -> dict:
         "socket": str(socket_path(instance.pk)),
         "config": str(TMUX_CONF),
         "tmux": tmux_binary(),
+        # The server runs as the apps' user when they have one: it lets AiKore's user in.
+        "client_user": settings.AIKORE_USER if settings.AIKORE_APP_USER else "",
     }
 
 
@@ -145,7 +146,8 @@ def _wait_server(instance_id: int) -> None:
 
 
 def _start_server(instance: Instance) -> None:
-    atomic_write(spec_path(instance.pk), json.dumps(spec_for(instance), indent=1), 0o600)
+    # 0640: the launcher reads it as the apps' user when they have one (the folder's group is AiKore's).
+    atomic_write(spec_path(instance.pk), json.dumps(spec_for(instance), indent=1), 0o640)
     socket_path(instance.pk).unlink(missing_ok=True)  # a stale one from a killed server
     supervisor.ensure_terminal_group(instance.pk, _launcher_command(instance.pk), server_log_path(instance.pk))
     supervisor.start_terminal(instance.pk)
@@ -184,14 +186,10 @@ def _end_processes(processes: list[psutil.Process], grace: float = 0.5) -> None:
     """End what survived the server (SIGHUP ends interactive shells, SIGTERM the rest, SIGKILL
     whatever ignores both). psutil checks create times, so a recycled PID is never signalled."""
     alive = [p for p in processes if _alive(p)]
-    for proc in alive:
-        for sig in (signal.SIGHUP, signal.SIGTERM):
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        procs.signal_all(alive, sig)  # (the apps' user's through supervisord)
     alive = _wait_gone(alive, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+    procs.signal_all(alive, signal.SIGKILL)
     _wait_gone(alive, timeout=grace)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +88,20 @@ def kill_group(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(10)
 
 
+def open_for_stack_users(path: Path) -> None:
+    """Run as root, a stack runs as two unprivileged users (aikore_site/privileges.py), which must
+    pass through the test's temporary folders (pytest makes them 0700) to reach its data dir."""
+    if os.geteuid() != 0:
+        return
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for parent in Path(path).resolve().parents:
+        if tmp not in parent.parents:
+            continue
+        mode = stat.S_IMODE(parent.stat().st_mode)
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
 @contextmanager
 def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
                     admin_password: str = "throwaway-admin-password",
@@ -103,6 +119,8 @@ def throwaway_stack(workdir: Path, name: str, env: dict[str, str] | None = None,
                 "AIKORE_PUBLIC_PORT_RANGE": "", "AIKORE_HOME": str(REPO),
                 "AIKORE_PYTHON": str(REPO / ".venv" / "bin" / "python"), **(env or {})}
     full_env.pop("AIKORE_TEST_DATA_DIR", None)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    open_for_stack_users(data_dir)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(REPO / "docker" / "entry.sh")], stdout=log, stderr=subprocess.STDOUT,
                                 env=full_env, start_new_session=True)

@@ -461,6 +461,14 @@ def test_gpu_panels_and_gpu_choice_with_synthetic_gpus(browser, gpu_stack) -> No
         for chart in page.locator('[data-chart^="gpu"]').all():
             expect(chart.locator("canvas")).to_have_count(1)
         expect(page.locator("#monitor-summary")).to_contain_text("GPU")
+        # Host PIDs from NVML in a container (pid_match "unavailable"): the dashboard says how to get
+        # per-instance VRAM; with matching PIDs it says nothing.
+        notes = page.evaluate("""async () => {
+            const { vramNote } = await import("/static/aikore/monitor.js");
+            return [vramNote({gpu: {available: true, pid_match: "unavailable"}}),
+                    vramNote({gpu: {available: true, pid_match: "pids"}})];
+        }""")
+        assert "pid: host" in notes[0] and "--pid=host" in notes[0] and notes[1] == ""
 
         page.click("#new-instance")
         boxes = page.locator("#f-gpus input[name=gpu]")

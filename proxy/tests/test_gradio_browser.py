@@ -3,14 +3,13 @@ in it) behind AiKore, in Chromium: streaming output, a 5 MB upload and a chat tu
 (under /instance/<slug>/, told its root by GRADIO_ROOT_PATH) and on its public port (where Gradio
 asks for the prefixed paths, which the public port accepts).
 
-Gradio is installed once into a cached venv (AIKORE_TEST_CACHE, default ~/.cache/aikore-tests) and
+Gradio is installed once into a cached venv (aikore_site/tests/cache.py: AIKORE_TEST_CACHE) and
 reused by later runs; the test is skipped, saying so, only when the package index is unreachable."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import re
 import shlex
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from aikore_site.tests.cache import cache_dir
 from instances.models import Instance, InstanceStatus
 from instances.tests.helpers import custom_blueprint, wait_status
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.stack, pytest.mark.slow]
 GRADIO = "gradio==6.31.0"
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CACHE = Path(os.environ.get("AIKORE_TEST_CACHE") or Path.home() / ".cache" / "aikore-tests")
+CACHE = cache_dir()
 UPLOAD = hashlib.sha256(b"gradio").digest() * (5 * 1024 * 1024 // 32)  # 5 MiB
 
 

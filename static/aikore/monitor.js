@@ -29,6 +29,18 @@ function hostValues(sample) {
 const gpusOf = (sample) => (sample && sample.gpu && sample.gpu.gpus) || [];
 const gpuIn = (sample, index) => gpusOf(sample).find((g) => g.index === index) || null;
 
+// NVML names GPU processes by host PID. In a container with its own PID namespace those PIDs match
+// nothing here (monitoring/collectors.py: pid_match "unavailable"): per-instance VRAM is then only
+// known for a GPU that a single running instance uses. Say so, and how to get it (README: Docker).
+export function vramNote(sample) {
+  const gpu = (sample && sample.gpu) || {};
+  if (!gpu.available || gpu.pid_match !== "unavailable") return "";
+  return "Per-instance VRAM is unavailable here: AiKore runs in a PID namespace of its own (a container), " +
+    "so the GPU driver's process IDs match none of its processes; a GPU used by a single running instance " +
+    "is counted for that instance. To see each instance's VRAM, run the container with pid: host " +
+    "(docker-compose.yml) or --pid=host (docker/podman run); the README's Docker section says what that allows.";
+}
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -240,5 +252,7 @@ export class Monitor {
         bar(`RAM ${formatBytes(u.rss)}`, u.rss, h.memTotal ? (u.rss || 0) / h.memTotal : 0),
         bar(vramTotal ? `VRAM ${formatBytes(u.vram)}` : "VRAM –", u.vram, vramTotal ? (u.vram || 0) / vramTotal : 0));
     }));
+    const note = vramNote(sample);
+    if (note) box.append(el("p.muted.vram-note", {}, note));
   }
 }

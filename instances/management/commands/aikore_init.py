@@ -20,7 +20,7 @@ class Command(BaseCommand):
             "the first admin account. Idempotent.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for path in make_private(settings.AIKORE_DATA_DIR):
+        for path in make_private(settings.AIKORE_DATA_DIR, shared=bool(settings.AIKORE_APP_USER)):
             self.stdout.write(f"made private: {path}")
         roles.ensure_groups()
         User = get_user_model()

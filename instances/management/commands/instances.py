@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from aikore_site.files import open_no_symlink
 from instances import lifecycle
 from instances.models import Instance, InstanceStatus, ServiceUnavailable
 from instances.serializers import instance_summary
@@ -227,14 +228,14 @@ class Command(BaseCommand):
         path = instance.log_path
         out = sys.stdout.buffer
         try:
-            fh = open(path, "rb")
+            fh = open_no_symlink(path)
         except FileNotFoundError:
             if not opts["follow"]:
                 self.stderr.write(f"No log yet for {instance.name!r}.")
                 return
             while not path.exists():
                 time.sleep(0.2)
-            fh = open(path, "rb")
+            fh = open_no_symlink(path)
         with fh:
             data = fh.read()
             lines = data.splitlines(keepends=True)
@@ -256,7 +257,7 @@ class Command(BaseCommand):
                         if rest:
                             out.write(rest)
                         fh.close()
-                        fh = open(path, "rb")
+                        fh = open_no_symlink(path)
                         inode = os.fstat(fh.fileno()).st_ino
                 except FileNotFoundError:
                     pass

@@ -3,6 +3,7 @@ supervisord (not meant to be typed by hand, though they are safe to)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from aikore_site import disk
-from aikore_site.files import atomic_write
+from aikore_site import disk, privileges
+from aikore_site.files import atomic_write, empty_dir
 from instances import lifecycle
 
 
@@ -32,12 +33,22 @@ class Command(BaseCommand):
     def _cleanup(self) -> None:
         for note in lifecycle.prepare_start():
             self.stderr.write(f"AiKore: {note}")
+        if settings.AIKORE_APP_USER:
+            empty_dir(settings.APPS_TMP_DIR)  # no app runs now (prepare_start ended any left over)
         disk.keep_reserve()
         # entry.sh exports these to supervisord: every process of the stack carries the marker,
         # and supervisord's log writer knows AiKore's disk reserve.
         atomic_write(Path(settings.RUN_DIR) / "stack.env",
                      f"AIKORE_STACK_ID={settings.AIKORE_STACK_ID}\n"
                      f"AIKORE_DISK_RESERVE_BYTES={disk.reserve_bytes()}\n")
+
+    def _own(self) -> None:
+        """Started as root with an apps' user (docker/entry.sh runs these steps as root): what they
+        created belongs to AiKore's user (aikore_site/privileges.py)."""
+        if os.geteuid() == 0 and settings.AIKORE_APP_USER:
+            users = privileges.lookup(settings.AIKORE_USER, settings.AIKORE_APP_USER)
+            for note in privileges.fix_ownership(settings.AIKORE_DATA_DIR, users):
+                self.stderr.write(f"AiKore: {note}")
 
     def do_prepare(self) -> None:
         # One Python start-up for all of these (each manage.py run costs about a second).
@@ -46,9 +57,11 @@ class Command(BaseCommand):
         call_command("aikore_init")
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("render_nginx")
+        self._own()
 
     def do_cleanup(self) -> None:
         self._cleanup()
+        self._own()
 
     def do_shutdown(self) -> None:
         for note in lifecycle.shutdown_stack():
