@@ -25,6 +25,12 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if os.geteuid() == 0:
+            # A root process (the start-up steps, a CLI command as root, the tests) writes for
+            # AiKore's user: websockify, nginx and the launchers must read what it wrote.
+            owner = _root_file_owner()
+            if owner is not None:
+                os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
@@ -41,6 +47,13 @@ def _file_owner() -> tuple[int, int] | None:
     from django.conf import settings
 
     return getattr(settings, "AIKORE_FILE_OWNER", None)
+
+
+def _root_file_owner() -> tuple[int, int] | None:
+    """AIKORE_FILE_OWNER where Django's settings are loaded (None where they are not)."""
+    from django.conf import settings
+
+    return _file_owner() if settings.configured else None
 
 
 @contextlib.contextmanager

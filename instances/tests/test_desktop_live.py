@@ -148,6 +148,11 @@ def test_kiosk_shows_the_app_then_stop_leaves_nothing(live, alice):
     # the display, its lock and socket and the VNC port are free again; websockify stays.
     pids = desktop_pids(instance)
     assert len(pids) >= 5, pids  # Xvnc, openbox, chromium and its helpers
+    if settings.AIKORE_APP_USER:
+        # Started as root: the desktop runs as the apps' user, like the app (what its file dialogs
+        # can read is what the app can), never as AiKore's user or root.
+        users = {psutil.Process(p).username() for p in pids if psutil.pid_exists(p)}
+        assert users == {settings.AIKORE_APP_USER}, users
     lock_owner = desktop.lock_owner(display)
     assert lock_owner in pids
     instance.stop()
