@@ -154,7 +154,9 @@ def test_only_this_machine_reads_which_configuration_nginx_serves(live) -> None:
 
     import psutil
 
-    assert httpx.get(main_url("/_aikore/generation")).text == nginx.expected_generation()
+    # (A regeneration from an earlier test's stop may still be landing: wait for it.)
+    wait_for(lambda: httpx.get(main_url("/_aikore/generation")).text == nginx.expected_generation(), 10,
+             "nginx serving the current configuration")
     others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
               if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback]
     if not others:
