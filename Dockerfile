@@ -70,6 +70,16 @@ RUN apt-get update \
       python3 \
       tmux \
       tzdata \
+      tigervnc-standalone-server \
+      openbox \
+      chromium \
+      x11-utils \
+      fonts-dejavu-core \
+      libgl1 \
+      libegl1 \
+      libxkbcommon-x11-0 \
+      libxcb-cursor0 \
+      libdbus-1-3 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 # ---- end of the Debian packages ----

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from websockets.sync.client import connect
 
 from aikore_site.files import file_lock
 from aikore_site.tests import podman as podman_mod
@@ -164,6 +165,35 @@ def test_the_image_runs_as_users_run_it(podman: podman_mod.Podman, tmp_path: Pat
         assert info["public_port"] in (public, public + 1)
         direct = _app_page(client, main, f"port:{info['public_port']}", f"http://127.0.0.1:{info['public_port']}", "/")
         assert direct.status_code == 200 and "AiKore Demo WebUI" in direct.text
+
+        # Persistent mode in the image: the desktop (Xvnc, openbox, the kiosk chromium under its
+        # managed policy) runs as the apps' user, shows the app, and streams through the apps port.
+        desk = client.post(main + "/api/instances", json={"name": "Desk", "base_blueprint": "demo-webui",
+                                                          "persistent_mode": True})
+        assert desk.status_code in (200, 201), desk.text
+        desk_pk = desk.json()["id"]
+        assert client.post(f"{main}/api/instances/{desk_pk}/start").status_code in (200, 202)
+        _wait(lambda: client.get(f"{main}/api/instances/{desk_pk}").json()["status"] == "running", 90,
+              "the persistent instance to run", logs)
+        display = client.get(f"{main}/api/instances/{desk_pk}").json()["vnc_display"]
+
+        def kiosk_shows_the_app() -> bool:
+            tree = podman.run("exec", "--user", "aikore-app", name, "xwininfo", "-display", f":{display}", "-root",
+                              "-tree", check=False).stdout
+            return "AiKore Demo WebUI - Desk" in tree
+
+        _wait(kiosk_shows_the_app, 60, "the kiosk browser to show the app", logs)
+        viewer = _app_page(client, main, "apps", apps, "/instance/desk/desktop/")
+        assert viewer.status_code == 200, viewer.text[-500:]
+        cookie = "; ".join(f"{key}={value}" for key, value in client.cookies.items())
+        with connect(f"ws://127.0.0.1:{port + 1}/instance/desk/desktop/websockify", subprotocols=["binary"],
+                     additional_headers={"Cookie": cookie, "Origin": apps}, open_timeout=10) as stream:
+            assert stream.recv(timeout=10).startswith(b"RFB 003.008")
+        desktop_uids = {proc.uids().real for proc in psutil.Process(init).children(recursive=True)
+                        if proc.name() in ("Xvnc", "openbox", "chromium")}
+        assert desktop_uids == {APP_UID}, desktop_uids
+        policy = podman.run("exec", name, "cat", "/etc/chromium/policies/managed/aikore-kiosk.json").stdout
+        assert json.loads(policy)["AllowFileSelectionDialogs"] is False
 
         # Who runs what: supervisord root, AiKore PUID, the app the apps' user; TZ reaches the app and
         # AiKore's Django processes (whose TIME_ZONE would otherwise set UTC).
