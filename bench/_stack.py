@@ -67,6 +67,17 @@ def running_stack(**env: str) -> Iterator[Path]:
         proc.wait(30)
 
 
+def write_blueprint(name: str, text: str) -> str:
+    """A custom blueprint for a bench, written as AiKore writes files (as root: AiKore's user's, so
+    the stack, which runs as that user, can read it). Returns its id."""
+    from django.conf import settings
+
+    from aikore_site.files import atomic_write
+
+    atomic_write(Path(settings.CUSTOM_BLUEPRINTS_DIR) / f"{name}.sh", text, 0o644)
+    return name
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:

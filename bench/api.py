@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from statistics import median
 
 from _http import Load, get_request, load, read_response, tcp, unix
-from _stack import percentile, running_stack
+from _stack import percentile, running_stack, write_blueprint
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def main() -> None:
         from accounts.models import ApiToken
         from instances.models import Instance
 
-        (settings.CUSTOM_BLUEPRINTS_DIR / "bench-bp.sh").write_text("# aikore.ready: none\nexec sleep 600\n")
+        write_blueprint("bench-bp", "# aikore.ready: none\nexec sleep 600\n")
         for i in range(50):
             Instance.objects.create_instance(name=f"bench {i:02d}", blueprint="bench-bp", gpu_ids="0")
         user = get_user_model().objects.get(username="admin")

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _stack import REPO, percentile, running_stack
+from _stack import REPO, percentile, running_stack, write_blueprint
 
 sys.path.insert(0, str(REPO))
 from instances.tests.wheels import git, index_wheel
@@ -173,8 +173,7 @@ def main() -> None:
 
             from instances.models import Instance
 
-            bp = Path(settings.CUSTOM_BLUEPRINTS_DIR) / "bench-envs.sh"
-            bp.write_text(BLUEPRINT.format(repo=repo))
+            write_blueprint("bench-envs", BLUEPRINT.format(repo=repo))
             first = Instance.objects.create_instance(name="Bench Env One", blueprint="bench-envs", torch_variant="cpu")
             second = Instance.objects.create_instance(name="Bench Env Two", blueprint="bench-envs", torch_variant="cpu")
             cold_phase: dict = {}

@@ -21,7 +21,7 @@ import argparse
 import statistics
 import time
 
-from _stack import percentile, running_stack
+from _stack import percentile, running_stack, write_blueprint
 
 
 def timed(fn, count: int, clock=time.perf_counter) -> list[float]:
@@ -56,7 +56,7 @@ def main() -> None:
         from notifications.models import Event
         from proxy.tasks import regenerate_nginx
 
-        (settings.CUSTOM_BLUEPRINTS_DIR / "bench-idle.sh").write_text("# aikore.ready: none\nexec sleep 1000\n")
+        write_blueprint("bench-idle", "# aikore.ready: none\nexec sleep 1000\n")
         instance = Instance.objects.create_instance(name="Bench Notify", blueprint="bench-idle")
 
         def status_write(i: int) -> None:

@@ -28,7 +28,7 @@ import time
 import httpx
 from _http import Load, get_request, merged, tcp
 from _http import load as http_load
-from _stack import REPO, percentile, running_stack
+from _stack import REPO, percentile, running_stack, write_blueprint
 from websockets.sync.client import connect
 
 PUBLIC_RANGE = "21501-21560"  # below the ephemeral range (32768+)
@@ -149,7 +149,7 @@ def main() -> None:
         # The stock demo writes headers and body in two send()s with Nagle on, so a keep-alive
         # client waits ~40 ms for the delayed ACK on every request, direct or proxied alike. The
         # bench runs the same app with TCP_NODELAY so the figures measure the proxy, not that stall.
-        (settings.CUSTOM_BLUEPRINTS_DIR / "bench-demo.sh").write_text(BENCH_BLUEPRINT.format(
+        write_blueprint("bench-demo", BENCH_BLUEPRINT.format(
             python=shlex.quote(sys.executable), demo=shlex.quote(str(REPO / "blueprints" / "demo_webui.py"))))
         demo = Instance.objects.create_instance(name="bench demo", blueprint="bench-demo")
         seen: dict[str, float] = {}
@@ -167,7 +167,12 @@ def main() -> None:
         t_start = time.perf_counter()
         demo.start()
         watcher.start()
-        t_proxy = wait_answer(f"http://127.0.0.1:{apps_port}/instance/{demo.slug}/health", cookie, 60)
+        try:
+            t_proxy = wait_answer(f"http://127.0.0.1:{apps_port}/instance/{demo.slug}/health", cookie, 60)
+        except SystemExit:
+            demo.refresh_from_db()
+            print(f"the bench app: {demo.status} {demo.error_message}\n{demo.log_tail(3000)}", file=sys.stderr)
+            raise
         watcher.join(60)
         demo.refresh_from_db()
         port, public_port = demo.port, demo.public_port

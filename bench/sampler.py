@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 
-from _stack import running_stack
+from _stack import running_stack, write_blueprint
 
 SCRIPT = """# aikore.ready: none
 python3 -c 'import time
@@ -59,7 +59,7 @@ def main() -> None:
         from monitoring.collectors import ProcessTreeCollector, SyntheticGpu, SyntheticGpuSource
         from monitoring.sampler import Sampler
 
-        (settings.CUSTOM_BLUEPRINTS_DIR / "bench-idle.sh").write_text(SCRIPT)
+        write_blueprint("bench-idle", SCRIPT)
         instances = [Instance.objects.create_instance(name=f"Bench {n}", blueprint="bench-idle")
                      for n in range(args.instances)]
         for instance in instances:

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from _stack import percentile, running_stack
+from _stack import percentile, running_stack, write_blueprint
 
 TICKER = """# aikore.ready: none
 exec python3 -u -c '
@@ -160,9 +160,8 @@ def main() -> None:
         client = Client()
         client.force_login(get_user_model().objects.get(username="admin"))
         cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-        custom = Path(settings.CUSTOM_BLUEPRINTS_DIR)
-        (custom / "bench-ticker.sh").write_text(TICKER)
-        (custom / "bench-flood.sh").write_text(FLOOD)
+        write_blueprint("bench-ticker", TICKER)
+        write_blueprint("bench-flood", FLOOD)
 
         # --- 1. latency at a steady rate ---------------------------------------------------------
         ticker = Instance.objects.create_instance(name="Bench Ticker", blueprint="bench-ticker",

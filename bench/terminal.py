@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import psutil
-from _stack import percentile, running_stack
+from _stack import percentile, running_stack, write_blueprint
 
 LINE = "the quick brown fox jumps over the lazy dog; 0123456789 {:08d}\n"
 
@@ -213,7 +213,7 @@ def main() -> None:
         client = Client()
         client.force_login(get_user_model().objects.get(username="admin"))
         cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-        (Path(settings.CUSTOM_BLUEPRINTS_DIR) / "bench-quiet.sh").write_text("# aikore.ready: none\nexec sleep 100000\n")
+        write_blueprint("bench-quiet", "# aikore.ready: none\nexec sleep 100000\n")
         instance = Instance.objects.create_instance(name="Bench Terminal", blueprint="bench-quiet")
         path = f"/ws/instances/{instance.pk}/terminal/?cols=120&rows=40"
         origin = f"http://127.0.0.1:{settings.AIKORE_PORT}"

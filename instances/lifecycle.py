@@ -132,7 +132,16 @@ def launch(pk: int, generation: int | None = None, action: str = "start", instal
             pid = info["pid"]
         else:
             _end_leftovers(instance)  # what a crashed run left behind (it may hold the port)
-            pid = _spawn(instance, action, install_only)
+            try:
+                pid = _spawn(instance, action, install_only)
+            except (supervisor.SupervisorError, xmlrpc.client.Fault):
+                raise  # supervisord away: the job fails as such, the reconcile sorts it out
+            except Exception as exc:
+                # Anything else (an unreadable blueprint or folder, a full disk...) must not leave
+                # the instance "starting" forever: it failed, and says why.
+                log.exception("starting instance %s failed", pk)
+                _fail(instance, f"Could not start: {exc.__class__.__name__}: {exc}")
+                return
             if pid is None:
                 return
         generation = instance.generation

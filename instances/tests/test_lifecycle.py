@@ -297,3 +297,21 @@ def test_installs_as_many_as_the_job_workers_leave_the_job_queue_free(live):
     wait_status(installing[0], InstanceStatus.STOPPED, timeout=15)
     assert time.monotonic() - started < 15
     assert all(Instance.objects.get(pk=i.pk).status == InstanceStatus.INSTALLING for i in installing[1:])
+
+
+def test_a_start_that_breaks_unexpectedly_fails_the_instance_instead_of_leaving_it_starting(live, settings):
+    # The worker can't read the instance's blueprint (its file made unreadable): the start job
+    # raises inside _spawn. Before, the instance stayed "starting" for good.
+    if os.geteuid() == 0 and not settings.AIKORE_APP_USER and not os.environ.get("AIKORE_USER"):
+        pytest.skip("the worker runs as root here: file modes don't stop it")
+    name = custom_blueprint("unreadable", "#!/bin/bash\n# aikore.ready: none\nexec sleep 600\n")
+    instance = Instance.objects.create_instance(name="Unreadable", blueprint=name)
+    path = Path(settings.CUSTOM_BLUEPRINTS_DIR) / f"{name}.sh"
+    path.chmod(0)
+    try:
+        instance.start()
+        wait_status(instance, InstanceStatus.FAILED, InstanceStatus.RUNNING, timeout=30)
+    finally:
+        path.chmod(0o644)
+    assert instance.status == InstanceStatus.FAILED
+    assert "Could not start: PermissionError" in instance.error_message, instance.error_message
