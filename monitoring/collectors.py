@@ -529,7 +529,14 @@ class ProcessTreeCollector:
             return
         self._scanned_at = time.monotonic()
         marked: dict[int, list[tuple[int, float]]] = {}
-        for match in procs.scan(self._stack_id):
+        try:
+            # Where the apps run as a user of their own, supervisord scans for AiKore's processes
+            # (procs.use_helper): it may be away for a moment. The last scan's findings stand.
+            matches = procs.scan(self._stack_id)
+        except Exception as exc:
+            log.debug("marker scan failed: %s", exc)
+            return
+        for match in matches:
             if match.instance is not None:
                 with contextlib.suppress(psutil.Error):
                     marked.setdefault(match.instance, []).append((match.proc.pid, match.proc.create_time()))
