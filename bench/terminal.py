@@ -31,6 +31,8 @@ from pathlib import Path
 import psutil
 from _stack import percentile, running_stack, write_blueprint
 
+from aikore_site.files import atomic_write
+
 LINE = "the quick brown fox jumps over the lazy dog; 0123456789 {:08d}\n"
 
 
@@ -242,7 +244,7 @@ def main() -> None:
         # --- 2. flood --------------------------------------------------------------------------
         text = "".join(LINE.format(n) for n in range(int(args.mb * 1024 * 1024 / len(LINE.format(0)))))
         flood_file = instance.directory / "flood.txt"
-        flood_file.write_text(text)
+        atomic_write(flood_file, text, 0o644)  # as root: AiKore's user's, readable by the apps' user
         size = flood_file.stat().st_size
 
         local = LocalPty(["cat", str(flood_file)], str(instance.directory))
