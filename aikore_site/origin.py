@@ -55,19 +55,13 @@ def same_origin(scope: dict) -> bool:
     (AIKORE_PUBLIC_URL) the Host may have lost its port on the way: only the trusted origins
     (CSRF_TRUSTED_ORIGINS: the public URL and AIKORE_CSRF_TRUSTED_ORIGINS) are accepted then."""
     origin = _header(scope, b"origin")
-    if not origin:
+    key = _origin_key(origin) if origin else None
+    if key is None:
         return False
-    parsed = urlsplit(origin)
-    try:
-        port = parsed.port
-    except ValueError:
+    origin_scheme, origin_host, origin_port = key
+    if _is_app_origin(origin_host, origin_port):
         return False
-    if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
-        return False
-    origin_port = port or DEFAULT_PORTS[parsed.scheme]
-    if _is_app_origin(parsed.hostname, origin_port):
-        return False
-    if (parsed.scheme, parsed.hostname, origin_port) in {_origin_key(o) for o in settings.CSRF_TRUSTED_ORIGINS}:
+    if key in {_origin_key(o) for o in settings.CSRF_TRUSTED_ORIGINS}:
         return True
     if settings.AIKORE_PUBLIC_URL:
         return False
@@ -84,7 +78,7 @@ def same_origin(scope: dict) -> bool:
     if scheme not in DEFAULT_PORTS:
         return False
     # A Host without a port means the scheme's default port: never "any port of that host".
-    return (parsed.scheme == scheme and parsed.hostname == requested.hostname
+    return (origin_scheme == scheme and origin_host == requested.hostname
             and origin_port == (host_port or DEFAULT_PORTS[scheme]))
 
 

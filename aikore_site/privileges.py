@@ -124,34 +124,32 @@ def ensure_users(user: str = DEFAULT_USER, app_user: str = DEFAULT_APP_USER, pui
                 _run(["groupmod", "-o", "-g", str(pgid), user])
         group = user
     gid = grp.getgrnam(group).gr_gid
-    try:
-        current = pwd.getpwnam(user)
-    except KeyError:
-        _run(["useradd", *(["-o", "-u", str(puid)] if puid is not None else ["--system"]), "-g", group,
-              "-M", "-d", home, "-s", NOLOGIN, user])
-    else:
-        if (puid is not None and current.pw_uid != puid) or current.pw_gid != gid:
-            _run(["usermod", "-o", *(["-u", str(puid)] if puid is not None and current.pw_uid != puid else []),
-                  "-g", group, user])
-    uid = pwd.getpwnam(user).pw_uid
+    uid = _ensure_user(user, puid, group, gid, home)
     if uid == 0:
         raise SetupError(f"the user {user!r} has uid 0 (root); choose another AIKORE_USER")
     if app_uid is not None and app_uid == uid:
         raise SetupError(f"AIKORE_APP_UID ({app_uid}) is AiKore's own uid (PUID): the apps need a uid of their own")
-    try:
-        current = pwd.getpwnam(app_user)
-    except KeyError:
-        _run(["useradd", *(["-o", "-u", str(app_uid)] if app_uid is not None else ["--system"]), "-g", group,
-              "-M", "-d", home, "-s", NOLOGIN, app_user])
-    else:
-        if (app_uid is not None and current.pw_uid != app_uid) or current.pw_gid != gid:
-            _run(["usermod", "-o", *(["-u", str(app_uid)] if app_uid is not None and current.pw_uid != app_uid else []),
-                  "-g", group, app_user])
+    _ensure_user(app_user, app_uid, group, gid, home)
     users = lookup(user, app_user)
     if users.app_uid in (0, users.uid):
         raise SetupError(f"the apps' user {app_user!r} has uid {users.app_uid}, which is "
                          f"{'root' if users.app_uid == 0 else 'AiKore’s own'}: set AIKORE_APP_UID to another id")
     return users
+
+
+def _ensure_user(name: str, uid: int | None, group: str, gid: int, home: str) -> int:
+    """Create the user (uid `uid`, or a system one) in `group`, or move an existing one to that uid
+    and group in place. Returns its uid."""
+    try:
+        current = pwd.getpwnam(name)
+    except KeyError:
+        _run(["useradd", *(["-o", "-u", str(uid)] if uid is not None else ["--system"]), "-g", group,
+              "-M", "-d", home, "-s", NOLOGIN, name])
+    else:
+        if (uid is not None and current.pw_uid != uid) or current.pw_gid != gid:
+            _run(["usermod", "-o", *(["-u", str(uid)] if uid is not None and current.pw_uid != uid else []),
+                  "-g", group, name])
+    return pwd.getpwnam(name).pw_uid
 
 
 # --- ownership -------------------------------------------------------------------------------

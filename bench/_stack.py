@@ -78,6 +78,15 @@ def write_blueprint(name: str, text: str) -> str:
     return name
 
 
+def port_answers(port: int) -> bool:
+    """Something accepts connections on this loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.05):
+            return True
+    except OSError:
+        return False
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _stack import REPO, percentile, running_stack, write_blueprint
+from _stack import REPO, percentile, port_answers, running_stack, write_blueprint
 
 sys.path.insert(0, str(REPO))
 from instances.tests.wheels import git, index_wheel
@@ -95,14 +94,6 @@ def make_repo(root: Path, packages: list[str]) -> Path:
     git("add", ".", cwd=repo)
     git("commit", "-qm", "app", cwd=repo)
     return repo
-
-
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.05):
-            return True
-    except OSError:
-        return False
 
 
 def timed_start(instance, phases: dict | None = None) -> tuple[float, float]:

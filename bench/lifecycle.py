@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import threading
 import time
 
-from _stack import percentile, running_stack
+from _stack import percentile, port_answers, running_stack
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -34,14 +33,6 @@ def started_at(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return int(fields[19]) / CLK_TCK
-
-
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.05):
-            return True
-    except OSError:
-        return False
 
 
 def watch_port(port: int, out: dict, stop: threading.Event) -> None:

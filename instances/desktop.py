@@ -30,7 +30,6 @@ local processes could reach the app's own port anyway, and browsers only get the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import socket
@@ -43,9 +42,9 @@ from django.db import IntegrityError, transaction
 
 from aikore_site import procs
 from aikore_site.files import atomic_write, file_lock
+from instances.desktop_launcher import clean_stale, listening, lock_path, socket_path, x_listening
 from instances.models import Instance
 
-X_SOCKET_DIR = Path("/tmp/.X11-unix")
 HERE = Path(__file__).resolve().parent
 # openbox's configuration (XDG_CONFIG_HOME of the window manager): rc.xml without menus or keys
 # that start programs (a terminal there would be a shell for anyone who may open the app).
@@ -65,53 +64,6 @@ def token(instance_id: int) -> str:
     return f"{TOKEN_PREFIX}{int(instance_id)}"
 
 
-def lock_path(display: int) -> Path:
-    return Path(f"/tmp/.X{int(display)}-lock")
-
-
-def socket_path(display: int) -> Path:
-    return X_SOCKET_DIR / f"X{int(display)}"
-
-
-def lock_owner(display: int) -> int | None:
-    """The pid an X server wrote in the display's lock file (None: no lock, or unreadable)."""
-    try:
-        text = lock_path(display).read_text(errors="replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _listening(path: Path | str) -> bool:
-    """Does an X server accept connections on this unix socket (a path, or an abstract name)?"""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def clean_stale(display: int) -> list[str]:
-    """Remove the lock file and socket a crashed X server left on `display` (only those whose owner
-    process is dead: a live server's, or another user's, are never touched). Returns what went."""
-    removed: list[str] = []
-    owner = lock_owner(display)
-    lock, sock = lock_path(display), socket_path(display)
-    if lock.exists():
-        if owner is None or psutil.pid_exists(owner):
-            return removed  # someone's live server (or a lock we cannot read): not ours to judge
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-            removed.append(str(lock))
-    if sock.exists() and not _listening(sock) and not _listening(f"\0{sock}"):
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-            removed.append(str(sock))
-    return removed
-
-
 def display_free(display: int) -> bool:
     """No X server has (or had, with a live owner) this display, after cleaning a dead one's files."""
     try:
@@ -119,7 +71,7 @@ def display_free(display: int) -> bool:
     except PermissionError:
         return False  # another user's leftovers: leave that display alone
     return (not lock_path(display).exists() and not socket_path(display).exists()
-            and not _listening(f"\0{socket_path(display)}"))
+            and not listening(f"\0{socket_path(display)}"))
 
 
 def allocate_display(instance: Instance) -> int:
@@ -215,7 +167,7 @@ def write_tokens() -> None:
 
 def x_ready(display: int) -> bool:
     """The X server accepts connections on its socket."""
-    return _listening(socket_path(display))
+    return x_listening(display)
 
 
 def has_client_window(display: int) -> bool:

@@ -23,9 +23,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launcher import MARKERS, child_environment, join_cgroup
+if __package__:  # imported by AiKore (instances/desktop.py: the display's files)
+    from instances.launcher import MARKERS, child_environment, join_cgroup
+else:  # run by supervisord (python -I -S): its own folder is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from launcher import MARKERS, child_environment, join_cgroup
 
 X_WAIT_SECONDS = 15.0
 APP_WAIT_SECONDS = 60.0
@@ -52,12 +56,24 @@ def log(message: str) -> None:
     print(f"[aikore desktop] {message}", file=sys.stderr, flush=True)
 
 
-def lock_path(display: int) -> str:
-    return f"/tmp/.X{display}-lock"
+X_SOCKET_DIR = Path("/tmp/.X11-unix")
 
 
-def socket_path(display: int) -> str:
-    return f"/tmp/.X11-unix/X{display}"
+def lock_path(display: int) -> Path:
+    return Path(f"/tmp/.X{int(display)}-lock")
+
+
+def socket_path(display: int) -> Path:
+    return X_SOCKET_DIR / f"X{int(display)}"
+
+
+def lock_owner(display: int) -> int | None:
+    """The pid an X server wrote in the display's lock file (None: no lock, or unreadable)."""
+    try:
+        text = lock_path(display).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -70,33 +86,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(display: int) -> None:
-    """The lock and socket of a dead X server on our display (a SIGKILL or a crash leaves them and
-    Xvnc then refuses the display). A live owner's files are left alone."""
-    try:
-        text = open(lock_path(display)).read().strip()
-    except OSError:
-        text = None
-    if text is not None:
-        if not text.isdigit() or pid_alive(int(text)):
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path(display))
-            log(f"removed the stale lock of display :{display} (its X server, pid {text}, is gone)")
-    if os.path.exists(socket_path(display)) and not x_listening(display):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(socket_path(display))
-            log(f"removed the stale socket of display :{display}")
-
-
-def x_listening(display: int) -> bool:
+def listening(path: Path | str) -> bool:
+    """Does an X server accept connections on this unix socket (a path, or an abstract name)?"""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         try:
-            sock.connect(socket_path(display))
+            sock.connect(str(path))
         except OSError:
             return False
     return True
+
+
+def x_listening(display: int) -> bool:
+    return listening(socket_path(display))
+
+
+def clean_stale(display: int) -> list[str]:
+    """Remove the lock file and socket a crashed X server left on `display` (a SIGKILL or a crash
+    leaves them and Xvnc then refuses the display): only when their owner is dead; a live server's
+    files are never touched, and another user's raise PermissionError. Returns what went. Run by
+    AiKore when it allocates a display, and here before Xvnc starts (as the user that runs it)."""
+    removed: list[str] = []
+    lock, sock = lock_path(display), socket_path(display)
+    if lock.exists():
+        owner = lock_owner(display)
+        if owner is None or pid_alive(owner):
+            return removed  # someone's live server (or a lock we cannot read): not ours to judge
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed.append(str(lock))
+    if sock.exists() and not listening(sock) and not listening(f"\0{sock}"):
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+            removed.append(str(sock))
+    return removed
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -179,7 +202,8 @@ def main(argv: list[str]) -> None:
     join_cgroup(env.pop("AIKORE_CGROUP", ""))
     display = int(spec["display"])
     if program == "xvnc":
-        clean_stale(display)
+        for path in clean_stale(display):
+            log(f"removed {path}, left by a dead X server on :{display}")
     else:
         wait_for(lambda: x_listening(display), X_WAIT_SECONDS, f"the X server on :{display}")
     if program == "wm":

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from instances import desktop, supervisor
+from instances import desktop, desktop_launcher, supervisor
 from instances.blueprints import parse_metadata
 from instances.models import Instance
 from instances.tests.helpers import custom_blueprint
@@ -36,7 +36,7 @@ def display():
 
 def test_a_dead_servers_lock_and_socket_are_cleaned(display):
     desktop.lock_path(display).write_text(f"{dead_pid():>10}\n")
-    desktop.X_SOCKET_DIR.mkdir(exist_ok=True)
+    desktop_launcher.X_SOCKET_DIR.mkdir(exist_ok=True)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(desktop.socket_path(display)))  # a socket file nobody listens on
     assert desktop.clean_stale(display) == [str(desktop.lock_path(display)), str(desktop.socket_path(display))]
@@ -135,8 +135,6 @@ def test_missing_desktop_programs_are_named_before_anything_starts(settings):
 
 
 def test_a_dead_browsers_profile_locks_are_removed_before_the_kiosk_starts(tmp_path):
-    from instances import desktop_launcher
-
     profile = tmp_path / "desktop-browser"
     profile.mkdir()
     (profile / "SingletonLock").symlink_to("old-container-host-4242")  # chromium's: a dangling link

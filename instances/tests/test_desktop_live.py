@@ -18,7 +18,7 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from instances import desktop, supervisor
+from instances import desktop, desktop_launcher, supervisor
 from instances.models import Instance, InstanceStatus
 from instances.tests.helpers import custom_blueprint, wait_for, wait_status
 from proxy.tests.helpers import app_client, apps_url
@@ -153,7 +153,7 @@ def test_kiosk_shows_the_app_then_stop_leaves_nothing(live, alice):
         # can read is what the app can), never as AiKore's user or root.
         users = {psutil.Process(p).username() for p in pids if psutil.pid_exists(p)}
         assert users == {settings.AIKORE_APP_USER}, users
-    lock_owner = desktop.lock_owner(display)
+    lock_owner = desktop_launcher.lock_owner(display)
     assert lock_owner in pids
     instance.stop()
     wait_status(instance, InstanceStatus.STOPPED, timeout=30)
@@ -200,7 +200,7 @@ def test_twenty_concurrent_persistent_starts_get_distinct_displays_and_ports(liv
     assert len(set(ports)) == 40 and None not in ports, ports
     for instance in instances:
         assert desktop.x_ready(instance.vnc_display), instance.vnc_display
-        assert psutil.Process(desktop.lock_owner(instance.vnc_display)).name() == "Xvnc"
+        assert psutil.Process(desktop_launcher.lock_owner(instance.vnc_display)).name() == "Xvnc"
     for instance in instances:
         instance.stop()
     for instance in instances:
